@@ -1,0 +1,110 @@
+"""The ``hybrid-assets`` command line. Each command imports its heavy modules lazily."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from hybrid_assets.settings import apply_offline_env, load_settings
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """hybrid_assets: support answers from a fine-tuned model grounded in Weaviate."""
+    apply_offline_env()
+
+
+@main.group()
+def weaviate() -> None:
+    """Manage the embedded Weaviate server."""
+
+
+@weaviate.command("start")
+def weaviate_start() -> None:
+    """Start the embedded server (reuses one already running)."""
+    from hybrid_assets.store.server import EmbeddedServer, WeaviateUnavailable
+
+    server = EmbeddedServer.from_settings(load_settings())
+    try:
+        state = server.start()
+    except WeaviateUnavailable as exc:
+        _fail(str(exc))
+    click.echo(f"weaviate {state} on {server.url} (gRPC {server.grpc_port}), data in {server.data_dir}")
+
+
+@weaviate.command("stop")
+def weaviate_stop() -> None:
+    """Stop the embedded server."""
+    from hybrid_assets.store.server import EmbeddedServer
+
+    stopped = EmbeddedServer.from_settings(load_settings()).stop()
+    click.echo("weaviate stopped" if stopped else "weaviate was not running (no server started by us)")
+
+
+@weaviate.command("status")
+def weaviate_status() -> None:
+    """Print the embedded server's status as JSON."""
+    from hybrid_assets.store.server import EmbeddedServer
+
+    settings = load_settings()
+    if not settings.embedded:
+        from hybrid_assets.store.server import is_ready
+
+        click.echo(json.dumps({"url": settings.weaviate_url, "remote": True, "ready": is_ready(settings.weaviate_url, 5)}))
+        return
+    click.echo(json.dumps(EmbeddedServer.from_settings(settings).status(), indent=2))
+
+
+@main.command()
+def ingest() -> None:
+    """Run the knowledge path once (parse, chunk, embed, sync) without Dagster."""
+    from hybrid_assets.knowledge.accounts import load_accounts
+    from hybrid_assets.knowledge.documents import scan_documents
+    from hybrid_assets.knowledge.pipeline import build_document_chunks, index_accounts, index_documents
+    from hybrid_assets.store.client import open_client
+
+    settings = load_settings()
+    chunking = build_document_chunks(scan_documents(settings.docs_dir), settings.cache_dir, show_progress=True)
+    for doc_id, reason in sorted(chunking.failures.items()):
+        click.secho(f"parse failure: {doc_id}: {reason}", fg="yellow")
+    with open_client(settings) as client:
+        report = index_documents(client, settings, chunking, show_progress=True)
+        accounts = index_accounts(client, settings, load_accounts(settings.accounts_dir))
+    click.echo(
+        f"documents: {chunking.chunk_count} chunks; {len(report.inserted)} written, {len(report.deleted)} deleted, "
+        f"{report.unchanged_docs} documents unchanged; accounts: {len(accounts)} tenants"
+    )
+
+
+@main.command()
+@click.argument("query")
+@click.option("--customer", "customer_id", default=None, help="Customer id: also search that customer's own data.")
+@click.option("-k", "k", default=5, show_default=True, help="Number of chunks.")
+@click.option("--alpha", default=0.5, show_default=True, help="0 = BM25 only, 1 = vector only.")
+def search(query: str, customer_id: str | None, k: int, alpha: float) -> None:
+    """Hybrid search: ranked chunks with scores and sources."""
+    from hybrid_assets.knowledge.pipeline import UnknownCustomer
+    from hybrid_assets.knowledge.pipeline import search as run_search
+    from hybrid_assets.store.client import open_client
+    from hybrid_assets.store.server import WeaviateUnavailable
+
+    settings = load_settings()
+    try:
+        with open_client(settings) as client:
+            hits = run_search(client, settings, query, customer_id=customer_id, k=k, alpha=alpha)
+    except (UnknownCustomer, ValueError, WeaviateUnavailable) as exc:
+        _fail(str(exc))
+    if not hits:
+        click.echo("no results (is the knowledge indexed? run `hybrid-assets ingest` or `make demo`)")
+    for rank, hit in enumerate(hits, 1):
+        scope = f"tenant {hit.tenant}" if hit.tenant else "shared"
+        click.secho(f"{rank}. {hit.score:.3f}  {hit.doc_id}  [{hit.section}]  ({scope}, id {hit.chunk_id})", bold=True)
+        snippet = " ".join(hit.text.split())
+        click.echo(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")

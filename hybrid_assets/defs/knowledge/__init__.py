@@ -1,0 +1,1 @@
+"""Dagster wiring of the knowledge path (documents -> Weaviate). Nothing here imports the behaviour path."""

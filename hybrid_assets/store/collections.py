@@ -1,0 +1,112 @@
+"""Our Weaviate collections: one per embedding model (vectors never mix), bring-your-own vectors,
+BM25 + vector hybrid search. Account data lives in a multi-tenant collection, one tenant per
+customer, so a query scoped to customer A can never read customer B's objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hybrid_assets.knowledge.chunking import Chunk
+from hybrid_assets.knowledge.embedding import model_slug
+
+TEXT_PROPERTIES = ["text", "title", "section"]  # searched by BM25
+
+
+def knowledge_collection_name(model_name: str) -> str:
+    return f"Knowledge_{model_slug(model_name)}"
+
+
+def accounts_collection_name(model_name: str) -> str:
+    return f"Accounts_{model_slug(model_name)}"
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: str
+    doc_id: str
+    title: str
+    section: str
+    text: str
+    score: float
+    collection: str
+    tenant: str | None = None
+
+
+def _properties():
+    from weaviate.classes.config import DataType, Property, Tokenization
+
+    return [
+        Property(name="doc_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD, index_searchable=False),
+        Property(name="title", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+        Property(name="section", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+        Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+        Property(name="position", data_type=DataType.INT, index_searchable=False),
+    ]
+
+
+def ensure_collection(client, name: str, multi_tenant: bool = False):
+    """Create the collection if missing (idempotent) and return it."""
+    from weaviate.classes.config import Configure, VectorDistances
+
+    if not client.collections.exists(name):
+        client.collections.create(
+            name,
+            description="hybrid_assets chunks (bring-your-own vectors)",
+            vector_config=Configure.Vectors.self_provided(
+                vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
+            ),
+            properties=_properties(),
+            multi_tenancy_config=(
+                Configure.multi_tenancy(enabled=True, auto_tenant_creation=False, auto_tenant_activation=True)
+                if multi_tenant
+                else None
+            ),
+        )
+    return client.collections.get(name)
+
+
+def chunk_properties(chunk: Chunk) -> dict:
+    return {
+        "doc_id": chunk.doc_id,
+        "title": chunk.title,
+        "section": chunk.section,
+        "text": chunk.text,
+        "position": chunk.position,
+    }
+
+
+def existing_chunk_ids(collection) -> dict[str, set[str]]:
+    """doc_id -> ids of the chunks stored for it (the source of truth for incremental sync)."""
+    by_doc: dict[str, set[str]] = {}
+    for obj in collection.iterator(return_properties=["doc_id"]):
+        by_doc.setdefault(obj.properties["doc_id"], set()).add(str(obj.uuid))
+    return by_doc
+
+
+def hybrid_search(collection, query: str, vector: list[float], limit: int, alpha: float = 0.5,
+                  tenant: str | None = None) -> list[SearchHit]:
+    from weaviate.classes.query import MetadataQuery
+
+    target = collection.with_tenant(tenant) if tenant else collection
+    result = target.query.hybrid(
+        query=query,
+        vector=vector,
+        alpha=alpha,
+        limit=limit,
+        query_properties=TEXT_PROPERTIES,
+        return_metadata=MetadataQuery(score=True),
+    )
+    return [
+        SearchHit(
+            chunk_id=str(obj.uuid),
+            doc_id=obj.properties["doc_id"],
+            title=obj.properties.get("title") or "",
+            section=obj.properties.get("section") or "",
+            text=obj.properties.get("text") or "",
+            score=float(obj.metadata.score or 0.0),
+            collection=collection.name,
+            tenant=tenant,
+        )
+        for obj in result.objects
+    ]

@@ -1,0 +1,186 @@
+"""Start, find, and stop the embedded Weaviate server (a real weaviate-server binary on loopback).
+
+The binary is built once from the Go module proxy by ``scripts/install_weaviate.sh`` into the user
+cache (outside the repo) and reused. The server runs detached in its own process session so that it
+outlives a CLI call or a Dagster run; a pid file under the data dir lets ``stop`` find it again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from hybrid_assets.settings import PROJECT_ROOT, Settings
+
+INSTALL_SCRIPT = PROJECT_ROOT / "scripts" / "install_weaviate.sh"
+
+
+class WeaviateUnavailable(RuntimeError):
+    """Weaviate cannot be reached or started; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    binary: Path
+    data_dir: Path
+    http_port: int
+    grpc_port: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "EmbeddedServer":
+        binary = Path(
+            os.environ.get("WEAVIATE_BINARY")
+            or settings.cache_dir / "weaviate" / settings.weaviate_version / "weaviate-server"
+        )
+        return cls(binary, settings.weaviate_data_dir, settings.weaviate_http_port, settings.weaviate_grpc_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "server.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def is_ready(self, timeout: float = 1.0) -> bool:
+        return is_ready(self.url, timeout)
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def _env(self) -> dict[str, str]:
+        # Cluster ports are derived from the HTTP port so several servers (e.g. tests) can coexist.
+        # Binding raft/gossip to 127.0.0.1 matters: on hosts with an IPv6 interface the server
+        # otherwise advertises an address its own raft listener cannot parse.
+        p = self.http_port
+        env = dict(os.environ)
+        env.update(
+            PERSISTENCE_DATA_PATH=str(self.data_dir / "db"),
+            AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED="true",
+            DEFAULT_VECTORIZER_MODULE="none",
+            ENABLE_MODULES="",
+            DISABLE_TELEMETRY="true",
+            LOG_LEVEL="warning",
+            QUERY_DEFAULTS_LIMIT="25",
+            CLUSTER_HOSTNAME="node1",
+            CLUSTER_ADVERTISE_ADDR="127.0.0.1",
+            CLUSTER_BIND_ADDR="127.0.0.1",
+            CLUSTER_GOSSIP_BIND_PORT=str(p + 10),
+            CLUSTER_DATA_BIND_PORT=str(p + 11),
+            RAFT_PORT=str(p + 12),
+            RAFT_INTERNAL_RPC_PORT=str(p + 13),
+            RAFT_BOOTSTRAP_EXPECT="1",
+            RAFT_JOIN=f"node1:{p + 12}",
+            GRPC_PORT=str(self.grpc_port),
+            GOMAXPROCS=env.get("GOMAXPROCS", "2"),
+        )
+        return env
+
+    def start(self, timeout: float = 90.0) -> str:
+        """Start the server unless one already answers on our port; returns 'running' or 'started'."""
+        if self.is_ready():
+            return "running"
+        if not self.binary.exists():
+            raise WeaviateUnavailable(
+                f"Weaviate server binary not found at {self.binary}. Build it with "
+                f"`bash {INSTALL_SCRIPT.relative_to(PROJECT_ROOT)}` (or `make setup`), or set WEAVIATE_URL "
+                "to use a remote server."
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(
+                [str(self.binary), "--host", "127.0.0.1", "--port", str(self.http_port), "--scheme", "http"],
+                env=self._env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives this process; stopped by `stop()`
+            )
+        self.pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise WeaviateUnavailable(
+                    f"Weaviate exited with code {process.returncode} during start-up; "
+                    f"last log lines:\n{_tail(self.log_file)}"
+                )
+            if self.is_ready():
+                return "started"
+            time.sleep(0.25)
+        raise WeaviateUnavailable(
+            f"Weaviate did not become ready on {self.url} within {timeout:.0f}s; log: {self.log_file}\n"
+            f"{_tail(self.log_file)}"
+        )
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the server we started (SIGTERM, then SIGKILL); returns False if none was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            _reap(pid)
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> dict:
+        return {
+            "url": self.url,
+            "grpc_port": self.grpc_port,
+            "ready": self.is_ready(),
+            "pid": self.pid(),
+            "binary": str(self.binary),
+            "binary_present": self.binary.exists(),
+            "data_dir": str(self.data_dir),
+        }
+
+
+def is_ready(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/v1/.well-known/ready", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _reap(pid: int) -> None:
+    """Collect a child that exited so it does not linger as a zombie (only when we are its parent)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,69 @@
+"""Shared fixtures. Integration tests run a real weaviate-server (the cached build) on test-only
+ports with a throw-away data folder; each test starts from empty collections."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hybrid_assets.settings import PROJECT_ROOT, apply_offline_env, load_settings
+
+apply_offline_env()
+
+TEST_HTTP_PORT = "8279"
+TEST_GRPC_PORT = "50259"
+SAMPLE_DATA = PROJECT_ROOT / "data"
+
+
+@pytest.fixture(scope="session")
+def weaviate_server(tmp_path_factory):
+    """One real Weaviate server for the whole test session, stopped at the end."""
+    from hybrid_assets.store.server import EmbeddedServer
+
+    settings = load_settings()
+    server = EmbeddedServer(
+        binary=EmbeddedServer.from_settings(settings).binary,
+        data_dir=tmp_path_factory.mktemp("weaviate"),
+        http_port=int(TEST_HTTP_PORT),
+        grpc_port=int(TEST_GRPC_PORT),
+    )
+    if not server.binary.exists():
+        pytest.fail(f"weaviate-server binary missing at {server.binary}: run `make setup`")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    """A private copy of the sample knowledge + behaviour data that a test may edit freely."""
+    target = tmp_path / "data"
+    for part in ("knowledge/docs", "knowledge/accounts", "behaviour"):
+        if (SAMPLE_DATA / part).exists():
+            shutil.copytree(SAMPLE_DATA / part, target / part)
+    return target
+
+
+@pytest.fixture
+def settings(monkeypatch, data_dir, weaviate_server):
+    """Settings pointing at the private data copy and the test Weaviate server (collections emptied)."""
+    monkeypatch.setenv("HYBRID_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("WEAVIATE_HTTP_PORT", TEST_HTTP_PORT)
+    monkeypatch.setenv("WEAVIATE_GRPC_PORT", TEST_GRPC_PORT)
+    monkeypatch.delenv("WEAVIATE_URL", raising=False)
+    settings = load_settings()
+    from hybrid_assets.store.client import open_client
+
+    with open_client(settings, start_embedded=False) as client:
+        client.collections.delete_all()
+    return settings
+
+
+@pytest.fixture
+def client(settings):
+    from hybrid_assets.store.client import open_client
+
+    with open_client(settings, start_embedded=False) as client:
+        yield client
