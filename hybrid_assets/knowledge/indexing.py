@@ -71,6 +71,7 @@ def sync_collection(
     """Make ``collection`` (or a tenant of it) hold exactly ``desired`` (+ the chunks of ``keep_docs``)."""
     from weaviate.classes.data import DataObject
     from weaviate.classes.query import Filter
+    from weaviate.exceptions import WeaviateBaseError
 
     to_insert, to_delete, report = plan_sync(existing_chunk_ids(collection), desired, set(keep_docs))
 
@@ -81,12 +82,14 @@ def sync_collection(
     started = time.perf_counter()
     for start in range(0, len(to_insert), batch_size):
         batch = to_insert[start : start + batch_size]
-        result = collection.data.insert_many(
-            [
-                DataObject(properties=chunk_properties(c), uuid=c.chunk_id, vector=v)
-                for c, v in zip(batch, vectors[start : start + batch_size])
-            ]
-        )
+        objects = [
+            DataObject(properties=chunk_properties(c), uuid=c.chunk_id, vector=v)
+            for c, v in zip(batch, vectors[start : start + batch_size])
+        ]
+        try:
+            result = collection.data.insert_many(objects)
+        except WeaviateBaseError as exc:
+            raise IndexingError(f"writing to {collection.name} failed: {exc}; no old chunk was deleted") from exc
         if result.has_errors:
             first = next(iter(result.errors.values()))
             raise IndexingError(
