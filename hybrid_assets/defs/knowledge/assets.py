@@ -13,7 +13,7 @@ RUNS_WHEN = {"runs_when": "documents_changed.daily_schedule"}
 
 @dg.observable_source_asset(
     group_name=GROUP,
-    kinds={"file"},
+    tags={"dagster/kind/file": ""},  # `kinds=` is not kept on source assets in dagster 1.13
     description="Files under data/knowledge/docs, observed by content hash (the data version of the set).",
 )
 def knowledge_documents() -> dg.DataVersion:
@@ -22,7 +22,7 @@ def knowledge_documents() -> dg.DataVersion:
 
 @dg.observable_source_asset(
     group_name=GROUP,
-    kinds={"file"},
+    tags={"dagster/kind/file": ""},  # `kinds=` is not kept on source assets in dagster 1.13
     description="Customer account files under data/knowledge/accounts, observed by content hash.",
 )
 def customer_account_files() -> dg.DataVersion:

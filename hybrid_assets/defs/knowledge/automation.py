@@ -7,6 +7,7 @@ The sensor requests only the knowledge job; it never looks at behaviour data.
 import json
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG  # not re-exported publicly in 1.13
 
 from hybrid_assets.defs.knowledge.assets import (
     GROUP,
@@ -48,7 +49,7 @@ def documents_changed_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRe
         return dg.SensorResult(skip_reason="documents and accounts unchanged")
     # Record the new data versions of the source assets, so Dagster marks downstream assets stale.
     observations = [
-        dg.AssetObservation(asset_key=key, tags={dg.DATA_VERSION_TAG: versions[part]})
+        dg.AssetObservation(asset_key=key, tags={DATA_VERSION_TAG: versions[part]})
         for key, part in ((knowledge_documents.key, "docs"), (customer_account_files.key, "accounts"))
         if previous.get(part) != versions[part]
     ]

@@ -1,0 +1,44 @@
+# Every user-facing target runs set-up first; set-up is idempotent and cheap when nothing changed.
+.PHONY: setup demo dev test test-unit serve lock weaviate-start weaviate-stop check-defs benchmarks
+
+VENV := .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+export DO_NOT_TRACK := 1
+export UNSTRUCTURED_DISABLE_NOTICE := 1
+export HF_HUB_OFFLINE := 1
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m hybrid_assets.demo
+
+dev: setup
+	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not integration"
+
+check-defs: setup
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+weaviate-start: setup
+	$(VENV)/bin/hybrid-assets weaviate start
+
+weaviate-stop:
+	$(VENV)/bin/hybrid-assets weaviate stop
+
+benchmarks: setup
+	$(PY) benchmarks/ingest.py
+
+# Re-resolve the lock file from requirements.txt (needs the package index).
+lock:
+	rm -rf /tmp/hybrid-lock && python3.11 -m venv /tmp/hybrid-lock
+	/tmp/hybrid-lock/bin/pip install -q -r requirements.txt
+	/tmp/hybrid-lock/bin/pip freeze > requirements.lock

@@ -1,0 +1,64 @@
+"""Definitions contract: a snapshot of asset keys, checks, jobs, schedules and sensors (a definition
+that silently disappears fails here), and loading the code location never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hybrid_assets.defs.definitions import defs
+
+EXPECTED_ASSETS = {
+    "knowledge_documents",
+    "customer_account_files",
+    "document_chunks",
+    "knowledge_index",
+    "customer_accounts_index",
+}
+EXPECTED_CHECKS = {
+    ("document_chunks", "no_empty_chunks"),
+    ("document_chunks", "parse_failures_listed"),
+    ("knowledge_index", "weaviate_matches_chunks"),
+    ("customer_accounts_index", "one_tenant_per_customer"),
+}
+EXPECTED_JOBS = {"knowledge_job"}
+EXPECTED_SCHEDULES = {"daily_reingest_schedule": "knowledge_job"}
+EXPECTED_SENSORS = {"documents_changed_sensor": "knowledge_job"}
+EXPECTED_GROUPS = {
+    "knowledge_documents": "knowledge",
+    "customer_account_files": "knowledge",
+    "document_chunks": "knowledge",
+    "knowledge_index": "knowledge",
+    "customer_accounts_index": "knowledge",
+}
+
+
+def test_definitions_snapshot():
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == EXPECTED_ASSETS
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert checks == EXPECTED_CHECKS
+    jobs = {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
+    assert jobs == EXPECTED_JOBS
+    assert {s.name: s.job_name for s in defs.schedules} == EXPECTED_SCHEDULES
+    assert {s.name: s.job_name for s in defs.sensors} == EXPECTED_SENSORS
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == EXPECTED_GROUPS
+
+
+def test_every_materializable_asset_declares_kinds_and_description():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, key
+        assert node.kinds, key
+
+
+def test_loading_definitions_does_not_import_torch():
+    code = (
+        "import sys, hybrid_assets.defs.definitions as d; d.defs.resolve_asset_graph();"
+        "heavy=[m for m in ('torch','transformers','sentence_transformers','peft','weaviate') if m in sys.modules];"
+        "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
+    )
+    run = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"heavy modules imported at load: {run.stdout} {run.stderr[-500:]}"
