@@ -87,7 +87,7 @@ def ingest() -> None:
 @click.argument("query")
 @click.option("--customer", "customer_id", default=None, help="Customer id: also search that customer's own data.")
 @click.option("-k", "k", default=5, show_default=True, help="Number of chunks.")
-@click.option("--alpha", default=0.5, show_default=True, help="0 = BM25 only, 1 = vector only.")
+@click.option("--alpha", default=0.6, show_default=True, help="0 = BM25 only, 1 = vector only.")
 def search(query: str, customer_id: str | None, k: int, alpha: float) -> None:
     """Hybrid search: ranked chunks with scores and sources."""
     from hybrid_assets.knowledge.pipeline import UnknownCustomer

@@ -117,20 +117,30 @@ def customer_exists(client, settings: Settings, customer_id: str) -> bool:
 
 
 def search(
-    client, settings: Settings, query: str, customer_id: str | None = None, k: int = 5, alpha: float = 0.5
+    client,
+    settings: Settings,
+    query: str,
+    customer_id: str | None = None,
+    k: int = 5,
+    alpha: float = 0.6,
+    tenant_slots: int = 2,
 ) -> list[SearchHit]:
     """Tenant-scoped hybrid search: the shared knowledge plus, with a customer id, that customer's own
-    tenant and no other. Results of both are merged by score."""
+    tenant and no other. Up to ``tenant_slots`` of the k places are kept for the customer's own data
+    (shared documents are many and would otherwise crowd it out); the rest is merged by score."""
     if not query.strip():
         raise ValueError("query is empty")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     vector = Embedder(settings.embedding_model).embed_query(query)
     name = knowledge_collection_name(settings.embedding_model)
-    hits = hybrid_search(client.collections.get(name), query, vector, k, alpha) if client.collections.exists(name) else []
-    if customer_id:
-        if not customer_exists(client, settings, customer_id):
-            raise UnknownCustomer(f"unknown customer id {customer_id!r}: no account data is indexed for it")
-        accounts = client.collections.get(accounts_collection_name(settings.embedding_model))
-        hits += hybrid_search(accounts, query, vector, k, alpha, tenant=customer_id)
-    return sorted(hits, key=lambda hit: hit.score, reverse=True)[:k]
+    shared = hybrid_search(client.collections.get(name), query, vector, k, alpha) if client.collections.exists(name) else []
+    if not customer_id:
+        return shared
+    if not customer_exists(client, settings, customer_id):
+        raise UnknownCustomer(f"unknown customer id {customer_id!r}: no account data is indexed for it")
+    accounts = client.collections.get(accounts_collection_name(settings.embedding_model))
+    own = hybrid_search(accounts, query, vector, k, alpha, tenant=customer_id)
+    reserved = own[: min(tenant_slots, k)]
+    rest = sorted(shared + own[len(reserved):], key=lambda hit: hit.score, reverse=True)[: k - len(reserved)]
+    return sorted(reserved + rest, key=lambda hit: hit.score, reverse=True)

@@ -1,0 +1,1 @@
+"""Serving: tenant-scoped hybrid retrieval + base model + promoted adapter -> one schema-valid answer."""

@@ -1,0 +1,179 @@
+"""The answer engine: retrieve (tenant-scoped) -> prompt -> base + promoted adapter -> constrained JSON.
+
+Knowledge updates are visible on the next request (every request queries Weaviate). A newly promoted
+adapter is picked up without a restart: each request reads the registry's pointer (one small file)
+and, when it changed, loads the new adapter next to the old one and switches (hot swap).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hybrid_assets.prompting import build_messages
+from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, parse_answer
+from hybrid_assets.serving.retrieval import Retrieved, retrieve
+from hybrid_assets.settings import Settings, apply_offline_env
+from hybrid_assets.store.collections import knowledge_collection_name
+
+
+@dataclass
+class AnswerResult:
+    answer: dict
+    sources: list[dict]  # the cited chunks: short id, chunk id, document, section
+    adapter_version: str | None
+    collection: str
+    retrieval_ms: float
+    generation_ms: float
+    generated_tokens: int
+    dropped_citations: list[str] = field(default_factory=list)
+    guards: list[str] = field(default_factory=list)  # post-generation safety rules that fired
+
+    def to_dict(self) -> dict:
+        return {
+            "answer": self.answer,
+            "sources": self.sources,
+            "adapter_version": self.adapter_version,
+            "collection": self.collection,
+            "timing_ms": {"retrieval": round(self.retrieval_ms, 1), "generation": round(self.generation_ms, 1)},
+            "generated_tokens": self.generated_tokens,
+            "dropped_citations": self.dropped_citations,
+            "guards": self.guards,
+        }
+
+
+def enforce_grounding(answer: dict, retrieved_ids: set[str]) -> tuple[dict, list[str], list[str]]:
+    """Pure post-checks: unknown citation ids are dropped (and reported); an 'answerable' answer that
+    cites nothing is not grounded, so it becomes the honest not-answerable answer."""
+    answer = dict(answer)
+    dropped = [c for c in answer["citations"] if c not in retrieved_ids]
+    citations = list(dict.fromkeys(c for c in answer["citations"] if c in retrieved_ids))
+    guards = []
+    if dropped:
+        guards.append("dropped_unknown_citations")
+    if not answer["answerable"] and citations:
+        citations = []
+        guards.append("cleared_citations_of_unanswerable")
+    if answer["answerable"] and not citations:
+        answer["answerable"] = False
+        answer["reply"] = NOT_ANSWERABLE_REPLY
+        answer["resolution"] = "No retrieved document supports an answer; route to Tier 2 for a human check."
+        if answer["escalation"]["level"] == "none":
+            answer["escalation"] = {"level": "tier_2", "reason": "Rule 6: the documentation does not answer this."}
+        guards.append("ungrounded_answer_replaced")
+    answer["citations"] = citations
+    return answer, dropped, guards
+
+
+class AnswerEngine:
+    """Thread-safe; one generation at a time (a 2-core CPU gains nothing from more)."""
+
+    def __init__(self, settings: Settings, labels: LabelSpace, k: int = 4, max_new_tokens: int = 384,
+                 use_adapter: bool = True):
+        self.settings = settings
+        self.labels = labels
+        self.k = k
+        self.max_new_tokens = max_new_tokens
+        self.use_adapter = use_adapter
+        self._lock = threading.Lock()
+        self._model = None
+        self._tokenizer = None
+        self._grammars = None
+        self._adapter_version: str | None = None
+
+    # -- model and adapter ------------------------------------------------------------------
+    def _ensure_base(self) -> None:
+        if self._model is not None:
+            return
+        apply_offline_env()
+        from hybrid_assets.behaviour.base_model import load_for_inference
+        from hybrid_assets.serving.constrained import GrammarCache
+
+        self._model, self._tokenizer = load_for_inference(self.settings.base_model, self.settings)
+        self._grammars = GrammarCache(self._tokenizer, self._model.config.vocab_size)
+
+    def _sync_adapter(self) -> None:
+        """Hot swap: load the promoted adapter if it changed since the last request."""
+        from hybrid_assets.behaviour.registry import AdapterRegistry
+
+        current = AdapterRegistry(self.settings.adapters_dir).current() if self.use_adapter else None
+        version = current.version_id if current else None
+        if version == self._adapter_version:
+            return
+        if version is None:
+            self._model = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
+        else:
+            from peft import PeftModel
+
+            if isinstance(self._model, PeftModel):
+                if version not in self._model.peft_config:
+                    self._model.load_adapter(str(current.path), adapter_name=version)
+                self._model.set_adapter(version)
+            else:
+                self._model = PeftModel.from_pretrained(self._model, str(current.path), adapter_name=version)
+            self._model.eval()
+        self._adapter_version = version
+
+    @property
+    def adapter_version(self) -> str | None:
+        return self._adapter_version
+
+    # -- answering ---------------------------------------------------------------------------
+    def generate(self, messages: list[dict], citable_ids: tuple[str, ...]) -> tuple[dict, int]:
+        import torch
+
+        inputs = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self._model.device)
+        processor = self._grammars.logits_processor(self.labels, citable_ids)
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                logits_processor=[processor],
+                pad_token_id=self._tokenizer.eos_token_id,
+            )
+        new_tokens = output[0, inputs["input_ids"].shape[1]:]
+        text = self._tokenizer.decode(new_tokens, skip_special_tokens=True)
+        return parse_answer(text, self.labels).model_dump(), int(new_tokens.shape[0])
+
+    def answer(self, client, ticket: str, customer_id: str | None = None, history: list[dict] | None = None,
+               retrieval: bool = True) -> AnswerResult:
+        if not ticket or not ticket.strip():
+            raise ValueError("ticket text is empty")
+        retrieved = (
+            retrieve(client, self.settings, ticket, customer_id, self.k) if retrieval else Retrieved([], {}, 0.0)
+        )
+        messages = build_messages(ticket, retrieved.passages, self.labels, customer_id, history)
+        with self._lock:
+            self._ensure_base()
+            self._sync_adapter()
+            started = time.perf_counter()
+            raw, tokens = self.generate(messages, tuple(retrieved.hits))
+            generation_s = time.perf_counter() - started
+            version = self._adapter_version
+        answer, dropped, guards = enforce_grounding(raw, set(retrieved.hits))
+        answer = parse_answer(dump_answer(answer, self.labels), self.labels).model_dump()
+        sources = [
+            {"id": c, "chunk_id": retrieved.hits[c].chunk_id, "doc_id": retrieved.hits[c].doc_id,
+             "section": retrieved.hits[c].section, "tenant": retrieved.hits[c].tenant}
+            for c in answer["citations"]
+        ]
+        return AnswerResult(
+            answer=answer,
+            sources=sources,
+            adapter_version=version,
+            collection=knowledge_collection_name(self.settings.embedding_model),
+            retrieval_ms=retrieved.seconds * 1000,
+            generation_ms=generation_s * 1000,
+            generated_tokens=tokens,
+            dropped_citations=dropped,
+            guards=guards,
+        )
+
+
+def load_labels(settings: Settings) -> LabelSpace:
+    return LabelSpace.from_file(Path(settings.behaviour_dir) / "labels.json")
