@@ -30,7 +30,8 @@ def _banner(text: str) -> None:
 
 def run_job(defs, instance, name: str):
     started = time.perf_counter()
-    result = defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=True)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    result = defs.resolve_job_def(name).execute_in_process(run_config=quiet, instance=instance, raise_on_error=True)
     print(f"{name}: {'success' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
     for evaluation in result.get_asset_check_evaluations():
         status = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
@@ -41,16 +42,15 @@ def run_job(defs, instance, name: str):
 def main() -> None:
     apply_offline_env()
     warnings.filterwarnings("ignore")
-    import dagster as dg
-
     from hybrid_assets.defs.definitions import defs
-    from hybrid_assets.defs.knowledge.assets import customer_account_files, knowledge_documents
+    from hybrid_assets.defs.knowledge.automation import current_versions, source_observations
 
     settings = load_settings()
     instance = _instance()
 
     _banner("Knowledge path: documents -> unstructured -> chunks -> embeddings -> Weaviate")
-    dg.observe([knowledge_documents, customer_account_files], instance=instance)
+    for observation in source_observations(current_versions()):
+        instance.report_runless_asset_event(observation)
     result = run_job(defs, instance, "knowledge_job")
     for node in ("document_chunks", "knowledge_index", "customer_accounts_index"):
         metadata = result.asset_materializations_for_node(node)[0].metadata

@@ -32,6 +32,24 @@ daily_reingest_schedule = dg.ScheduleDefinition(
 )
 
 
+def current_versions() -> dict[str, str]:
+    settings = load_settings()
+    return {
+        "docs": file_set_version(scan_documents(settings.docs_dir)),
+        "accounts": file_set_version(scan_documents(settings.accounts_dir)),
+    }
+
+
+def source_observations(versions: dict[str, str], previous: dict[str, str] | None = None) -> list[dg.AssetObservation]:
+    """Observations carrying the sources' new data versions, so Dagster marks downstream assets stale."""
+    previous = previous or {}
+    return [
+        dg.AssetObservation(asset_key=key, tags={DATA_VERSION_TAG: versions[part]})
+        for key, part in ((knowledge_documents.key, "docs"), (customer_account_files.key, "accounts"))
+        if previous.get(part) != versions[part]
+    ]
+
+
 @dg.sensor(
     job=knowledge_job,
     minimum_interval_seconds=30,
@@ -39,22 +57,12 @@ daily_reingest_schedule = dg.ScheduleDefinition(
     description="Requests the knowledge job when the content hash of the documents or accounts changes.",
 )
 def documents_changed_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    settings = load_settings()
-    versions = {
-        "docs": file_set_version(scan_documents(settings.docs_dir)),
-        "accounts": file_set_version(scan_documents(settings.accounts_dir)),
-    }
+    versions = current_versions()
     previous = json.loads(context.cursor) if context.cursor else {}
     if versions == previous:
         return dg.SensorResult(skip_reason="documents and accounts unchanged")
-    # Record the new data versions of the source assets, so Dagster marks downstream assets stale.
-    observations = [
-        dg.AssetObservation(asset_key=key, tags={DATA_VERSION_TAG: versions[part]})
-        for key, part in ((knowledge_documents.key, "docs"), (customer_account_files.key, "accounts"))
-        if previous.get(part) != versions[part]
-    ]
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"docs-{versions['docs']}-acc-{versions['accounts']}")],
-        asset_events=observations,
+        asset_events=source_observations(versions, previous),
         cursor=json.dumps(versions),
     )
