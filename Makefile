@@ -28,6 +28,9 @@ test-unit: setup
 check-defs: setup
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
+serve: setup
+	$(VENV)/bin/hybrid-assets serve
+
 weaviate-start: setup
 	$(VENV)/bin/hybrid-assets weaviate start
 

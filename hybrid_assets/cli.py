@@ -108,3 +108,47 @@ def search(query: str, customer_id: str | None, k: int, alpha: float) -> None:
         click.secho(f"{rank}. {hit.score:.3f}  {hit.doc_id}  [{hit.section}]  ({scope}, id {hit.chunk_id})", bold=True)
         snippet = " ".join(hit.text.split())
         click.echo(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+
+
+@main.command()
+@click.argument("ticket")
+@click.option("--customer", "customer_id", default=None, help="Customer id (their own account data is searched too).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@click.option("-k", "k", default=4, show_default=True, help="Chunks retrieved.")
+@click.option("--no-adapter", is_flag=True, help="Use the base model without the promoted adapter.")
+def ask(ticket: str, customer_id: str | None, as_json: bool, k: int, no_adapter: bool) -> None:
+    """Answer one ticket: strict JSON answer + the cited sources."""
+    from hybrid_assets.knowledge.pipeline import UnknownCustomer
+    from hybrid_assets.serving.engine import AnswerEngine, load_labels
+    from hybrid_assets.store.client import open_client
+    from hybrid_assets.store.server import WeaviateUnavailable
+
+    settings = load_settings()
+    engine = AnswerEngine(settings, load_labels(settings), k=k, use_adapter=not no_adapter)
+    try:
+        with open_client(settings) as client:
+            result = engine.answer(client, ticket, customer_id)
+    except (UnknownCustomer, ValueError, WeaviateUnavailable) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(json.dumps(result.answer, indent=2, ensure_ascii=False))
+    click.secho(f"\nadapter: {result.adapter_version or '(base model)'}   collection: {result.collection}   "
+                f"retrieval {result.retrieval_ms:.0f} ms, generation {result.generation_ms:.0f} ms", dim=True)
+    for source in result.sources:
+        click.echo(f"[{source['id']}] {source['doc_id']} — {source['section']} (chunk {source['chunk_id']})")
+    if result.dropped_citations or result.guards:
+        click.secho(f"dropped citations: {result.dropped_citations}; guards: {result.guards}", fg="yellow")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from hybrid_assets.serving.api import create_app
+
+    uvicorn.run(create_app(load_settings()), host=host, port=port, workers=1)

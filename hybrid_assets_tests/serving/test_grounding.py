@@ -1,0 +1,60 @@
+"""Grounding rules applied after generation (pure logic): citations must be retrieved ids, an
+unanswerable answer cites nothing, and an 'answerable' answer that cites nothing is replaced by the
+honest not-answerable answer. The constrained grammar only allows retrieved ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace
+from hybrid_assets.serving.constrained import schema_for_request
+from hybrid_assets.serving.engine import enforce_grounding
+from hybrid_assets.settings import PROJECT_ROOT
+
+LABELS = LabelSpace.from_file(Path(PROJECT_ROOT / "data/behaviour/labels.json"))
+
+
+def answer(**overrides) -> dict:
+    base = {
+        "sentiment": "neutral",
+        "category": "labels",
+        "answerable": True,
+        "escalation": {"level": "none", "reason": "Rule 5: documented workaround."},
+        "citations": ["S1"],
+        "resolution": "Share the workaround.",
+        "reply": "Set the label size to 4x6. — The Parcelwise Support Team",
+    }
+    return {**base, **overrides}
+
+
+def test_unknown_citations_are_dropped_and_reported():
+    fixed, dropped, guards = enforce_grounding(answer(citations=["S1", "S9", "S1"]), {"S1", "S2"})
+    assert fixed["citations"] == ["S1"] and dropped == ["S9"]
+    assert "dropped_unknown_citations" in guards
+
+
+def test_ungrounded_answer_becomes_honest_refusal():
+    fixed, _, guards = enforce_grounding(answer(citations=["S7"]), {"S1"})
+    assert fixed["answerable"] is False and fixed["citations"] == []
+    assert fixed["reply"] == NOT_ANSWERABLE_REPLY
+    assert fixed["escalation"]["level"] == "tier_2"
+    assert "ungrounded_answer_replaced" in guards
+
+
+def test_unanswerable_answer_cites_nothing():
+    fixed, _, guards = enforce_grounding(answer(answerable=False, citations=["S1"]), {"S1"})
+    assert fixed["citations"] == [] and guards == ["cleared_citations_of_unanswerable"]
+
+
+def test_grounded_answer_is_untouched():
+    original = answer(citations=["S2", "S1"])
+    fixed, dropped, guards = enforce_grounding(original, {"S1", "S2"})
+    assert fixed == original and dropped == [] and guards == []
+
+
+def test_request_schema_only_allows_retrieved_ids():
+    schema = schema_for_request(LABELS, ("S1", "S2"))
+    assert schema["properties"]["citations"]["items"]["enum"] == ["S1", "S2"]
+    assert schema_for_request(LABELS, ())["properties"]["citations"]["maxItems"] == 0
+    # the shared schema is not mutated by per-request restrictions
+    assert "enum" not in schema_for_request(LABELS, ())["properties"]["citations"]["items"]
