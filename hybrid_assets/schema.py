@@ -83,7 +83,7 @@ def response_model(labels: LabelSpace) -> type[BaseModel]:
         "Escalation",
         __config__=strict,
         level=(_literal(labels.escalation_levels), Field(description="Escalation level per the policy")),
-        reason=(str, Field(max_length=300, description="Why this level, citing the policy rule")),
+        reason=(str, Field(max_length=200, description="Why this level, citing the policy rule")),
     )
     return create_model(
         "SupportAnswer",
@@ -96,9 +96,23 @@ def response_model(labels: LabelSpace) -> type[BaseModel]:
             list[str],
             Field(max_length=8, description="Ids of the context chunks the reply relies on, e.g. 'S1'"),
         ),
-        resolution=(str, Field(max_length=600, description="Recommended next step for the agent")),
-        reply=(str, Field(max_length=1500, description="Customer-facing reply in the company's tone")),
+        resolution=(str, Field(max_length=300, description="Recommended next step for the agent")),
+        reply=(str, Field(max_length=700, description="Customer-facing reply in the company's tone")),
     )
+
+
+def fallback_answer(labels: LabelSpace, reason: str) -> dict:
+    """The honest answer used when no valid answer could be produced (never an invented fact)."""
+    level = "tier_2" if "tier_2" in labels.escalation_levels else "none"
+    return {
+        "sentiment": "neutral" if "neutral" in labels.sentiments else labels.sentiments[0],
+        "category": "other" if "other" in labels.categories else labels.categories[-1],
+        "answerable": False,
+        "escalation": {"level": level, "reason": reason[:200]},
+        "citations": [],
+        "resolution": "A person should read this ticket; the assistant could not produce a checked answer.",
+        "reply": NOT_ANSWERABLE_REPLY,
+    }
 
 
 def answer_json_schema(labels: LabelSpace) -> dict:

@@ -45,9 +45,10 @@ class GrammarCache:
         # any_whitespace=False: the compact layout we train on, and fewer tokens to generate.
         return self._compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
 
-    def logits_processor(self, labels: LabelSpace, citable_ids: tuple[str, ...]):
+    def logits_processor(self, labels: LabelSpace, citable: list[tuple[str, ...]]):
+        """A fresh processor (xgrammar's are single-use) with one grammar per batch row."""
         import xgrammar as xgr
 
         with self._lock:
-            compiled = self._compiled(labels, tuple(citable_ids))
+            compiled = [self._compiled(labels, tuple(ids)) for ids in citable]
         return xgr.contrib.hf.LogitsProcessor(compiled)

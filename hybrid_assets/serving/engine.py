@@ -7,13 +7,14 @@ and, when it changed, loads the new adapter next to the old one and switches (ho
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybrid_assets.prompting import build_messages
-from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, parse_answer
+from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, fallback_answer, parse_answer
 from hybrid_assets.serving.retrieval import Retrieved, retrieve
 from hybrid_assets.settings import Settings, apply_offline_env
 from hybrid_assets.store.collections import knowledge_collection_name
@@ -30,6 +31,7 @@ class AnswerResult:
     generated_tokens: int
     dropped_citations: list[str] = field(default_factory=list)
     guards: list[str] = field(default_factory=list)  # post-generation safety rules that fired
+    retrieved: list[dict] = field(default_factory=list)  # every retrieved chunk (id, doc, chunk id)
 
     def to_dict(self) -> dict:
         return {
@@ -41,6 +43,7 @@ class AnswerResult:
             "generated_tokens": self.generated_tokens,
             "dropped_citations": self.dropped_citations,
             "guards": self.guards,
+            "retrieved": self.retrieved,
         }
 
 
@@ -70,13 +73,14 @@ def enforce_grounding(answer: dict, retrieved_ids: set[str]) -> tuple[dict, list
 class AnswerEngine:
     """Thread-safe; one generation at a time (a 2-core CPU gains nothing from more)."""
 
-    def __init__(self, settings: Settings, labels: LabelSpace, k: int = 4, max_new_tokens: int = 384,
-                 use_adapter: bool = True):
+    def __init__(self, settings: Settings, labels: LabelSpace, k: int = 4, max_new_tokens: int = 512,
+                 use_adapter: bool = True, adapter_dir: Path | None = None):
         self.settings = settings
         self.labels = labels
         self.k = k
         self.max_new_tokens = max_new_tokens
         self.use_adapter = use_adapter
+        self.adapter_dir = Path(adapter_dir) if adapter_dir else None  # pin one adapter (evaluation)
         self._lock = threading.Lock()
         self._model = None
         self._tokenizer = None
@@ -96,23 +100,28 @@ class AnswerEngine:
 
     def _sync_adapter(self) -> None:
         """Hot swap: load the promoted adapter if it changed since the last request."""
-        from hybrid_assets.behaviour.registry import AdapterRegistry
+        if not self.use_adapter:
+            version, path = None, None
+        elif self.adapter_dir is not None:
+            version, path = self.adapter_dir.name, self.adapter_dir
+        else:
+            from hybrid_assets.behaviour.registry import AdapterRegistry
 
-        current = AdapterRegistry(self.settings.adapters_dir).current() if self.use_adapter else None
-        version = current.version_id if current else None
+            current = AdapterRegistry(self.settings.adapters_dir).current()
+            version, path = (current.version_id, current.path) if current else (None, None)
         if version == self._adapter_version:
             return
         if version is None:
-            self._model = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
+            pass  # generate() disables any loaded adapter (LoRA layers stay injected but inactive)
         else:
             from peft import PeftModel
 
             if isinstance(self._model, PeftModel):
                 if version not in self._model.peft_config:
-                    self._model.load_adapter(str(current.path), adapter_name=version)
+                    self._model.load_adapter(str(path), adapter_name=version)
                 self._model.set_adapter(version)
             else:
-                self._model = PeftModel.from_pretrained(self._model, str(current.path), adapter_name=version)
+                self._model = PeftModel.from_pretrained(self._model, str(path), adapter_name=version)
             self._model.eval()
         self._adapter_version = version
 
@@ -121,41 +130,74 @@ class AnswerEngine:
         return self._adapter_version
 
     # -- answering ---------------------------------------------------------------------------
-    def generate(self, messages: list[dict], citable_ids: tuple[str, ...]) -> tuple[dict, int]:
+    def generate(self, conversations: list[list[dict]], citable: list[tuple[str, ...]]) -> list[tuple[dict, int]]:
+        """Greedy, grammar-constrained generation for a batch (left-padded); one grammar per row."""
         import torch
 
-        inputs = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        tokenizer = self._tokenizer
+        tokenizer.padding_side = "left"  # decoder-only batching: pad before the prompt
+        inputs = tokenizer.apply_chat_template(
+            conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
         ).to(self._model.device)
-        processor = self._grammars.logits_processor(self.labels, citable_ids)
-        with torch.inference_mode():
+        processor = self._grammars.logits_processor(self.labels, citable)
+        use_base = self._adapter_version is None and hasattr(self._model, "disable_adapter")
+        with torch.inference_mode(), (self._model.disable_adapter() if use_base else contextlib.nullcontext()):
             output = self._model.generate(
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 logits_processor=[processor],
-                pad_token_id=self._tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
             )
-        new_tokens = output[0, inputs["input_ids"].shape[1]:]
-        text = self._tokenizer.decode(new_tokens, skip_special_tokens=True)
-        return parse_answer(text, self.labels).model_dump(), int(new_tokens.shape[0])
+        results = []
+        for row in output[:, inputs["input_ids"].shape[1]:]:
+            keep = row[row != tokenizer.pad_token_id]
+            text = tokenizer.decode(keep, skip_special_tokens=True)
+            try:
+                results.append((parse_answer(text, self.labels).model_dump(), int(keep.shape[0])))
+            except ValueError:  # only when max_new_tokens cut the JSON short; the grammar allows nothing else
+                answer = fallback_answer(self.labels, "Generation hit the token limit before the answer was complete.")
+                results.append(({**answer, "_truncated": True}, int(keep.shape[0])))
+        return results
 
     def answer(self, client, ticket: str, customer_id: str | None = None, history: list[dict] | None = None,
                retrieval: bool = True) -> AnswerResult:
-        if not ticket or not ticket.strip():
-            raise ValueError("ticket text is empty")
-        retrieved = (
-            retrieve(client, self.settings, ticket, customer_id, self.k) if retrieval else Retrieved([], {}, 0.0)
-        )
-        messages = build_messages(ticket, retrieved.passages, self.labels, customer_id, history)
+        return self.answer_many(client, [{"ticket": ticket, "customer_id": customer_id, "history": history}],
+                                retrieval=retrieval)[0]
+
+    def answer_many(self, client, requests: list[dict], retrieval: bool = True, batch_size: int = 8) -> list[AnswerResult]:
+        """Answer several tickets (``{ticket, customer_id?, history?}``), generating in batches."""
+        for request in requests:
+            if not request.get("ticket") or not request["ticket"].strip():
+                raise ValueError("ticket text is empty")
+        retrieved = [
+            retrieve(client, self.settings, r["ticket"], r.get("customer_id"), self.k) if retrieval
+            else Retrieved([], {}, 0.0)
+            for r in requests
+        ]
+        conversations = [
+            build_messages(r["ticket"], got.passages, self.labels, r.get("customer_id"), r.get("history"))
+            for r, got in zip(requests, retrieved)
+        ]
+        results: list[AnswerResult] = []
         with self._lock:
             self._ensure_base()
             self._sync_adapter()
-            started = time.perf_counter()
-            raw, tokens = self.generate(messages, tuple(retrieved.hits))
-            generation_s = time.perf_counter() - started
             version = self._adapter_version
+            for start in range(0, len(requests), batch_size):
+                batch = slice(start, start + batch_size)
+                started = time.perf_counter()
+                generated = self.generate(conversations[batch], [tuple(got.hits) for got in retrieved[batch]])
+                seconds = (time.perf_counter() - started) / len(generated)  # per answer, amortised
+                for got, (raw, tokens) in zip(retrieved[batch], generated):
+                    results.append(self._finish(raw, tokens, got, seconds, version))
+        return results
+
+    def _finish(self, raw: dict, tokens: int, retrieved: Retrieved, generation_s: float, version) -> AnswerResult:
+        truncated = raw.pop("_truncated", False)
         answer, dropped, guards = enforce_grounding(raw, set(retrieved.hits))
+        if truncated:
+            guards.append("truncated_generation_replaced")
         answer = parse_answer(dump_answer(answer, self.labels), self.labels).model_dump()
         sources = [
             {"id": c, "chunk_id": retrieved.hits[c].chunk_id, "doc_id": retrieved.hits[c].doc_id,
@@ -172,6 +214,7 @@ class AnswerEngine:
             generated_tokens=tokens,
             dropped_citations=dropped,
             guards=guards,
+            retrieved=[{"id": i, "doc_id": h.doc_id, "chunk_id": h.chunk_id} for i, h in retrieved.hits.items()],
         )
 
 

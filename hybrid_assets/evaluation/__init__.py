@@ -1,0 +1,1 @@
+"""Evaluation: the same held-out set through base, RAG-only, fine-tune-only and the hybrid."""
