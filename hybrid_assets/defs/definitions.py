@@ -1,8 +1,14 @@
-"""The Dagster code location. Loading it imports no torch: heavy imports live inside asset bodies."""
+"""The Dagster code location. Loading it imports no torch: heavy imports live inside asset bodies.
 
+The two update paths are wired separately (defs/knowledge, defs/behaviour); serving is where they meet.
+"""
 
 import dagster as dg
 
+from hybrid_assets.defs import serving
+from hybrid_assets.defs.behaviour import assets as behaviour_assets
+from hybrid_assets.defs.behaviour import checks as behaviour_checks
+from hybrid_assets.defs.behaviour.automation import behaviour_data_sensor, behaviour_job
 from hybrid_assets.defs.knowledge import assets as knowledge_assets
 from hybrid_assets.defs.knowledge import checks as knowledge_checks
 from hybrid_assets.defs.knowledge.automation import daily_reingest_schedule, documents_changed_sensor, knowledge_job
@@ -11,11 +17,17 @@ from hybrid_assets.settings import apply_offline_env
 
 apply_offline_env()
 
+serving_job = dg.define_asset_job(
+    "serving_job",
+    selection=dg.AssetSelection.groups("serving"),
+    description="Answer the sample tickets with the current knowledge and promoted adapter.",
+)
+
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([knowledge_assets]),
-    asset_checks=dg.load_asset_checks_from_modules([knowledge_checks]),
-    jobs=[knowledge_job],
+    assets=dg.load_assets_from_modules([knowledge_assets, behaviour_assets, serving]),
+    asset_checks=dg.load_asset_checks_from_modules([knowledge_checks, behaviour_checks]),
+    jobs=[knowledge_job, behaviour_job, serving_job],
     schedules=[daily_reingest_schedule],
-    sensors=[documents_changed_sensor],
+    sensors=[documents_changed_sensor, behaviour_data_sensor],
     resources={"weaviate": WeaviateResource()},
 )

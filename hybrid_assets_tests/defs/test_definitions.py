@@ -9,6 +9,11 @@ import sys
 from hybrid_assets.defs.definitions import defs
 
 EXPECTED_ASSETS = {
+    "behaviour_data_files",
+    "behaviour_dataset",
+    "support_adapter",
+    "promoted_adapter",
+    "answer_samples",
     "knowledge_documents",
     "customer_account_files",
     "document_chunks",
@@ -20,16 +25,23 @@ EXPECTED_CHECKS = {
     ("document_chunks", "parse_failures_listed"),
     ("knowledge_index", "weaviate_matches_chunks"),
     ("customer_accounts_index", "one_tenant_per_customer"),
+    ("behaviour_dataset", "behaviour_records_valid"),
+    ("support_adapter", "adapter_beats_base"),
 }
-EXPECTED_JOBS = {"knowledge_job"}
+EXPECTED_JOBS = {"knowledge_job", "behaviour_job", "serving_job"}
 EXPECTED_SCHEDULES = {"daily_reingest_schedule": "knowledge_job"}
-EXPECTED_SENSORS = {"documents_changed_sensor": "knowledge_job"}
+EXPECTED_SENSORS = {"documents_changed_sensor": "knowledge_job", "behaviour_data_sensor": "behaviour_job"}
 EXPECTED_GROUPS = {
     "knowledge_documents": "knowledge",
     "customer_account_files": "knowledge",
     "document_chunks": "knowledge",
     "knowledge_index": "knowledge",
     "customer_accounts_index": "knowledge",
+    "behaviour_data_files": "behaviour",
+    "behaviour_dataset": "behaviour",
+    "support_adapter": "behaviour",
+    "promoted_adapter": "behaviour",
+    "answer_samples": "serving",
 }
 
 
@@ -44,6 +56,13 @@ def test_definitions_snapshot():
     assert {s.name: s.job_name for s in defs.sensors} == EXPECTED_SENSORS
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == EXPECTED_GROUPS
+
+
+def test_promotion_check_is_blocking():
+    from hybrid_assets.defs.behaviour.checks import adapter_beats_base
+
+    (spec,) = adapter_beats_base.check_specs
+    assert spec.blocking and spec.asset_key.to_user_string() == "support_adapter"
 
 
 def test_every_materializable_asset_declares_kinds_and_description():

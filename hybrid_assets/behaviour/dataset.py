@@ -1,0 +1,298 @@
+"""Behaviour data: load, validate, deduplicate, split, version.
+
+Two formats live side by side in one folder (every ``*.jsonl`` and ``*.csv`` is read):
+
+- ``*.jsonl`` tickets, one JSON object a line:
+  ``{"id", "ticket", "customer_id" (str|null), "context": [{"id": "S1", "source", "text"}], "answer": {...}}``
+  where ``answer`` follows ``schema.response_model(labels)``.
+- ``*.csv`` labelled intents with the header ``text,category``. Intents carry only a category, so the
+  rest of the target is filled from ``IntentDefaults`` (see there for the choices and why).
+
+Validation collects *all* problems (file, line, reason) instead of stopping at the first, so the
+Dagster asset can show every bad record at once; bad records are skipped, good ones are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, response_model
+
+DATA_SUFFIXES = (".jsonl", ".csv")
+LABELS_FILE = "labels.json"
+DEFAULT_EVAL_FRACTION = 0.15
+CSV_COLUMNS = ("text", "category")
+
+
+@dataclass(frozen=True)
+class ContextItem:
+    id: str
+    source: str
+    text: str
+
+
+@dataclass(frozen=True)
+class BehaviourRecord:
+    """One training example. ``target`` is the canonical answer JSON (``schema.dump_answer``)."""
+
+    id: str
+    ticket: str
+    customer_id: str | None
+    context: tuple[ContextItem, ...]
+    target: str
+    origin: str  # "file:line", for messages that point back at the data
+
+    @property
+    def answer(self) -> dict:
+        return json.loads(self.target)
+
+    @property
+    def dedupe_key(self) -> tuple[str, str | None]:
+        return normalise_ticket(self.ticket), self.customer_id
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int  # 1-based; 0 = the file as a whole
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class BehaviourDataset:
+    records: tuple[BehaviourRecord, ...]
+    problems: tuple[Problem, ...]
+    duplicates: tuple[str, ...]  # origins of the dropped copies
+    files: tuple[Path, ...]
+    version: str
+
+
+@dataclass(frozen=True)
+class IntentDefaults:
+    """The target for an intent-CSV row, which labels only the category.
+
+    An intent row has no retrieved context, so by our own prompt rules it is not answerable, cites
+    nothing, and - per escalation rule 6 ("a question the documentation does not answer") - goes to
+    tier_2 (or to "none" for a label space without tier_2). That matches how the ticket data treats
+    unanswerable questions, so the two sources never teach contradicting targets. Sentiment is
+    "neutral": the rows carry no sentiment label and neutral is the honest default.
+    """
+
+    sentiment: str = "neutral"
+    escalation_level: str = "tier_2"
+    escalation_reason: str = "Rule 6: no documentation was provided that answers this question."
+    resolution: str = "Tier 2 to answer the {category} question."
+
+    def answer(self, category: str, labels: LabelSpace) -> dict:
+        level = self.escalation_level if self.escalation_level in labels.escalation_levels else "none"
+        return {
+            "sentiment": self.sentiment,
+            "category": category,
+            "answerable": False,
+            "escalation": {"level": level, "reason": self.escalation_reason},
+            "citations": [],
+            "resolution": self.resolution.format(category=category.replace("_", " ")),
+            "reply": f"{NOT_ANSWERABLE_REPLY}\n\n— The {labels.company} Support Team",
+        }
+
+
+def normalise_ticket(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+# -- files and versions -------------------------------------------------------------------------
+def find_behaviour_files(folder: Path) -> list[Path]:
+    """Every file that defines the behaviour: data files plus ``labels.json`` (the vocabularies are in
+    the prompt and the targets, so a label change must retrain too)."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES] if folder.is_dir() else []
+    if (folder / LABELS_FILE).is_file():
+        files.append(folder / LABELS_FILE)
+    return sorted(files)
+
+
+def dataset_version(paths: list[Path]) -> str:
+    """sha256 over (file name, file content) pairs in name order: mtimes and folder location do not
+    matter, any byte of content (or a renamed/added/removed file) does."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+# -- validation ---------------------------------------------------------------------------------
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "answer"
+        parts.append(f"answer.{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _check_answer(answer, context_ids: list[str], labels: LabelSpace) -> tuple[str | None, str | None]:
+    """(canonical target, None) or (None, reason)."""
+    if not isinstance(answer, dict):
+        return None, "'answer' must be an object"
+    try:
+        model = response_model(labels).model_validate(answer)
+    except ValidationError as exc:
+        return None, _format_validation_error(exc)
+    unknown = [c for c in model.citations if c not in context_ids]
+    if unknown:
+        return None, f"citations {unknown} are not context ids {context_ids}"
+    # The same grounding rules the system prompt states and serving enforces.
+    if not model.answerable and model.citations:
+        return None, "answerable is false but citations are given"
+    if model.answerable and not model.citations:
+        return None, "answerable is true but nothing is cited"
+    return dump_answer(model, labels), None
+
+
+def _parse_context(raw) -> tuple[tuple[ContextItem, ...] | None, str | None]:
+    if not isinstance(raw, list):
+        return None, "'context' must be a list"
+    items = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("id", "source", "text")):
+            return None, f"context[{i}] must have string fields id, source, text"
+        items.append(ContextItem(item["id"], item["source"], item["text"]))
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        return None, f"context ids are not unique: {ids}"
+    return tuple(items), None
+
+
+def parse_ticket_line(raw: str, labels: LabelSpace, origin: str) -> tuple[BehaviourRecord | None, str | None]:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    if not isinstance(data, dict):
+        return None, "a line must be a JSON object"
+    missing = [k for k in ("id", "ticket", "context", "answer") if k not in data]
+    if missing:
+        return None, f"missing field(s) {missing}"
+    if not isinstance(data["id"], str) or not data["id"].strip():
+        return None, "'id' must be a non-empty string"
+    if not isinstance(data["ticket"], str) or not data["ticket"].strip():
+        return None, "'ticket' must be a non-empty string"
+    customer_id = data.get("customer_id")
+    if customer_id is not None and not isinstance(customer_id, str):
+        return None, "'customer_id' must be a string or null"
+    context, reason = _parse_context(data["context"])
+    if reason:
+        return None, reason
+    target, reason = _check_answer(data["answer"], [c.id for c in context], labels)
+    if reason:
+        return None, reason
+    return BehaviourRecord(data["id"], data["ticket"], customer_id or None, context, target, origin), None
+
+
+def _intent_id(text: str, category: str) -> str:
+    # Content-derived, never positional: moving a row does not change its id.
+    return "intent-" + hashlib.sha256(f"{normalise_ticket(text)}\0{category}".encode()).hexdigest()[:12]
+
+
+def _read_jsonl(path: Path, labels: LabelSpace, records: list, problems: list) -> None:
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        record, reason = parse_ticket_line(raw, labels, f"{path.name}:{number}")
+        if reason:
+            problems.append(Problem(path.name, number, reason))
+        else:
+            records.append(record)
+
+
+def _read_csv(path: Path, labels: LabelSpace, defaults: IntentDefaults, records: list, problems: list) -> None:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not set(CSV_COLUMNS) <= set(reader.fieldnames):
+            problems.append(Problem(path.name, 1, f"header must contain {list(CSV_COLUMNS)}, got {reader.fieldnames}"))
+            return
+        for row in reader:
+            number = reader.line_num  # physical line of the row's end, 1-based (header = 1)
+            text, category = (row.get("text") or "").strip(), (row.get("category") or "").strip()
+            if not text:
+                problems.append(Problem(path.name, number, "'text' is empty"))
+                continue
+            target, reason = _check_answer(defaults.answer(category, labels), [], labels)
+            if reason:
+                problems.append(Problem(path.name, number, reason))
+                continue
+            records.append(BehaviourRecord(_intent_id(text, category), text, None, (), target, f"{path.name}:{number}"))
+
+
+def load_behaviour_data(
+    folder: Path, labels: LabelSpace, intent_defaults: IntentDefaults = IntentDefaults()
+) -> BehaviourDataset:
+    """All records of all data files in ``folder``; bad records reported, duplicates dropped.
+
+    Duplicates = same normalised ticket text and customer; the first one (files in name order,
+    lines in order) is kept. A repeated record id with different content is a problem."""
+    files = find_behaviour_files(folder)
+    records: list[BehaviourRecord] = []
+    problems: list[Problem] = []
+    for path in files:
+        if path.suffix == ".jsonl":
+            _read_jsonl(path, labels, records, problems)
+        elif path.suffix == ".csv":
+            _read_csv(path, labels, intent_defaults, records, problems)
+
+    kept: list[BehaviourRecord] = []
+    seen_keys: set = set()
+    seen_ids: dict[str, BehaviourRecord] = {}
+    duplicates: list[str] = []
+    for record in records:
+        if record.dedupe_key in seen_keys:
+            duplicates.append(record.origin)
+            continue
+        if record.id in seen_ids:
+            file, line = record.origin.rsplit(":", 1)
+            problems.append(Problem(file, int(line), f"id {record.id!r} already used at {seen_ids[record.id].origin}"))
+            continue
+        seen_keys.add(record.dedupe_key)
+        seen_ids[record.id] = record
+        kept.append(record)
+    return BehaviourDataset(
+        records=tuple(kept),
+        problems=tuple(problems),
+        duplicates=tuple(duplicates),
+        files=tuple(files),
+        version=dataset_version(files),
+    )
+
+
+# -- split --------------------------------------------------------------------------------------
+def split_bucket(record: BehaviourRecord) -> float:
+    """A stable number in [0, 1) from the normalised ticket text alone: a record's side of the split
+    never depends on which other records exist, and the same ticket for two customers cannot leak
+    from train into eval."""
+    digest = hashlib.sha256(normalise_ticket(record.ticket).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[BehaviourRecord, ...]
+    eval: tuple[BehaviourRecord, ...] = field(default=())
+
+
+def split_records(records, eval_fraction: float = DEFAULT_EVAL_FRACTION) -> Split:
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    train, held_out = [], []
+    for record in records:
+        (held_out if split_bucket(record) < eval_fraction else train).append(record)
+    return Split(tuple(train), tuple(held_out))

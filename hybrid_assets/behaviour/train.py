@@ -1,0 +1,410 @@
+"""QLoRA/LoRA training of the support adapter: a plain function, callable from Dagster or a CLI.
+
+We use our own small torch loop instead of ``transformers.Trainer`` because on a 2-core CPU the
+loop's details decide the wall time: the loss is computed from logits at the assistant positions
+only (the 49k-word output layer over every prompt token costs as much memory as the rest of the
+model), batches are length-grouped so little padding is computed, and the schedule of batches is a
+pure function of (seed, epoch) so a resumed run sees exactly the batches an uninterrupted one would.
+
+Checkpoints (adapter weights, optimizer, scheduler, step, RNG, loss so far) go to
+``output_dir/checkpoints/step-NNNNNN`` every ``checkpoint_every`` steps; a rerun with the same data
+and config continues from the latest one. The final adapter is saved in standard PEFT format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hybrid_assets.behaviour.dataset import DEFAULT_EVAL_FRACTION, load_behaviour_data, split_records
+from hybrid_assets.behaviour.sft import IGNORE_INDEX, build_sft_dataset
+from hybrid_assets.schema import LabelSpace
+from hybrid_assets.settings import Settings, apply_offline_env, load_settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "training_state.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+RESULT_FILE = "train_result.json"
+# Architectures whose logits are exactly lm_head(final hidden state), so the loss may skip the
+# output layer at prompt positions. Others (logit soft-capping, logit scaling) use the full forward.
+PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo2", "granite_moe"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training knobs. Defaults suit a 2-core CPU: one epoch over ~300 examples in about 12 minutes
+    (measured: see the report in the behaviour README section / train_result.json tokens_per_s)."""
+
+    base_model: str | None = None  # alias, HF id or local path; None = settings.base_model
+    quantization: str = "nf4"  # "nf4" = QLoRA (4-bit NF4 frozen base), "none" = plain LoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.05
+    max_steps: int = 0  # optimizer steps; 0 = run `epochs` passes
+    epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 2
+    max_length: int = 1024
+    seed: int = 42
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False  # saves memory, costs ~30% more compute; off for a 135M model
+
+    def __post_init__(self) -> None:
+        if self.quantization not in ("nf4", "none"):
+            raise ValueError(f"quantization must be 'nf4' or 'none', got {self.quantization!r}")
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "checkpoint_every",
+                     "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.max_steps == 0 and self.epochs <= 0:
+            raise ValueError("set max_steps > 0 or epochs > 0")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.target_modules:
+            raise ValueError("target_modules must name at least one module")
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["target_modules"] = list(self.target_modules)
+        return data
+
+    def fingerprint(self, dataset_version: str, base_model: str) -> str:
+        """What a checkpoint must match to be resumed: everything that changes what one step computes.
+        The run length (max_steps, epochs) and checkpoint cadence are left out, so a run can be extended."""
+        relevant = {k: v for k, v in self.to_dict().items()
+                    if k not in ("max_steps", "epochs", "checkpoint_every", "keep_checkpoints", "base_model")}
+        blob = json.dumps({"config": relevant, "data": dataset_version, "base": base_model}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StepLog:
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    base_model: str
+    dataset_version: str
+    total_steps: int
+    resumed_from_step: int
+    steps_run: int  # optimizer steps this call ran (total_steps - resumed_from_step)
+    loss_curve: tuple[tuple[int, float], ...]  # (step, mean token loss of that step), from step 1
+    train_examples: int
+    eval_examples: int
+    skipped_examples: int  # too long even with the context passages truncated away
+    tokens_per_s: float  # tokens (prompt + answer, no padding) per second of this run's steps
+    seconds_per_step: float
+    peak_rss_mb: float
+    wall_s: float
+    config: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        data["loss_curve"] = [list(point) for point in self.loss_curve]
+        return data
+
+
+# -- batching -----------------------------------------------------------------------------------
+def epoch_micro_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled, length-grouped micro-batches for one epoch, a pure function of (seed, epoch).
+
+    Examples are shuffled, cut into mega-batches of 8 micro-batches, sorted by length inside each,
+    and the micro-batches shuffled again: similar lengths share a batch (little padding) while the
+    order stays random."""
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    mega = batch_size * 8
+    batches = []
+    for start in range(0, len(order), mega):
+        group = sorted(order[start:start + mega], key=lambda i: lengths[i])
+        batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def plan_steps(lengths: list[int], config: TrainConfig) -> list[list[list[int]]]:
+    """All optimizer steps of the run, each a list of ``grad_accum`` (or fewer) micro-batches."""
+    per_epoch = math.ceil(len(lengths) / config.batch_size)
+    if config.max_steps:
+        needed_micro = config.max_steps * config.grad_accum
+    else:
+        needed_micro = max(1, math.ceil(config.epochs * per_epoch))
+    micro: list[list[int]] = []
+    epoch = 0
+    while len(micro) < needed_micro:
+        micro.extend(epoch_micro_batches(lengths, config.batch_size, config.seed, epoch))
+        epoch += 1
+    micro = micro[:needed_micro]
+    return [micro[i:i + config.grad_accum] for i in range(0, len(micro), config.grad_accum)]
+
+
+def collate(rows: list[dict], pad_id: int):
+    import torch
+
+    width = max(len(row["input_ids"]) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        input_ids[i, :n] = torch.tensor(row["input_ids"])
+        labels[i, :n] = torch.tensor(row["labels"])
+        attention[i, :n] = 1
+    return input_ids, attention, labels
+
+
+# -- model --------------------------------------------------------------------------------------
+def build_lora_model(config: TrainConfig, base_model: str, settings: Settings):
+    """Base model (NF4 or plain, frozen) + fresh LoRA adapters; the seed fixes the LoRA init."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from hybrid_assets.behaviour.base_model import load_for_training
+
+    model = load_for_training(base_model, config.quantization, settings)
+    if config.quantization == "nf4":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    torch.manual_seed(config.seed)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def loss_sum(model, input_ids, attention_mask, labels):
+    """(sum of token cross-entropies over assistant tokens, number of those tokens)."""
+    import torch.nn.functional as F
+
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    base = model.get_base_model()
+    if base.config.model_type in PLAIN_HEAD_MODEL_TYPES:
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = base.get_output_embeddings()(hidden[:, :-1][mask])
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]
+    return F.cross_entropy(logits.float(), targets[mask], reduction="sum"), int(mask.sum())
+
+
+def _lr_lambda(total_steps: int, warmup_ratio: float):
+    warmup = max(1, int(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:  # linear warm-up, then cosine decay to 10% of the peak
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def _checkpoint_dirs(output_dir: Path) -> list[Path]:
+    root = output_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).exists())
+
+
+def save_checkpoint(output_dir: Path, model, optimizer, scheduler, step: int, state: dict, keep: int) -> Path:
+    """Written to a hidden temp dir and renamed: a checkpoint either exists completely or not at all."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    root = output_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    weights = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(weights, tmp / ADAPTER_WEIGHTS)
+    rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save({**state, "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng}, tmp / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in _checkpoint_dirs(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_latest_checkpoint(output_dir: Path, fingerprint: str, model, optimizer, scheduler) -> dict | None:
+    """Restore the newest checkpoint of this exact run (same fingerprint); None when there is none."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    for path in reversed(_checkpoint_dirs(output_dir)):
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != fingerprint:
+            log.warning("ignoring checkpoint %s: it belongs to another data/config", path)
+            continue
+        set_peft_model_state_dict(model, load_file(path / ADAPTER_WEIGHTS, device=str(model.device)))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        log.info("resuming from %s", path)
+        return state
+    return None
+
+
+# -- the run ------------------------------------------------------------------------------------
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_adapter(
+    config: TrainConfig,
+    data_dir: Path,
+    output_dir: Path,
+    resume: bool = True,
+    *,
+    labels: LabelSpace | None = None,
+    settings: Settings | None = None,
+    on_step: Callable[[StepLog], None] | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on the behaviour data in ``data_dir`` and save it to ``output_dir``.
+
+    ``resume=True`` continues from the newest matching checkpoint in ``output_dir/checkpoints``;
+    ``resume=False`` deletes existing checkpoints first. ``on_step`` is called after every optimizer
+    step (progress logging; raising from it interrupts the run like a crash would)."""
+    started = time.perf_counter()
+    apply_offline_env()
+    import torch
+
+    from hybrid_assets.behaviour.base_model import load_tokenizer
+
+    settings = settings or load_settings()
+    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    base_model = config.base_model or settings.base_model
+    labels = labels or LabelSpace.from_file(data_dir / "labels.json")
+    data = load_behaviour_data(data_dir, labels)
+    if data.problems:
+        log.warning("%d bad behaviour record(s) skipped, e.g. %s", len(data.problems), data.problems[0])
+    split = split_records(data.records, config.eval_fraction)
+    if not split.train:
+        raise ValueError(f"no valid training records in {data_dir}")
+
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer(base_model, settings)
+    train_set = build_sft_dataset(split.train, tokenizer, labels, config.max_length)
+    if len(train_set) == 0:
+        raise ValueError(f"no training example fits in max_length={config.max_length}")
+    rows = train_set.to_list()
+    plan = plan_steps([row["length"] for row in rows], config)
+    total_steps = len(plan)
+
+    model = build_lora_model(config, base_model, settings)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, config.warmup_ratio))
+
+    fingerprint = config.fingerprint(data.version, base_model)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+    restored = load_latest_checkpoint(output_dir, fingerprint, model, optimizer, scheduler) if resume else None
+    start_step = min(restored["step"], total_steps) if restored else 0
+    loss_curve = [tuple(point) for point in restored["loss_curve"]][:start_step] if restored else []
+
+    pad_id = tokenizer.pad_token_id
+    run_tokens, loop_started = 0, time.perf_counter()
+    for step in range(start_step, total_steps):
+        step_started = time.perf_counter()
+        micro_batches = plan[step]
+        # Normalise by the step's total assistant tokens, so grad accumulation equals one big batch.
+        step_targets = sum(sum(1 for t in rows[i]["labels"][1:] if t != IGNORE_INDEX) for mb in micro_batches for i in mb)
+        step_loss, step_tokens = 0.0, 0
+        for indices in micro_batches:
+            input_ids, attention, labels_t = (t.to(model.device) for t in collate([rows[i] for i in indices], pad_id))
+            summed, _ = loss_sum(model, input_ids, attention, labels_t)
+            (summed / step_targets).backward()
+            step_loss += float(summed.detach())
+            step_tokens += int(attention.sum())
+        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        learning_rate = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        run_tokens += step_tokens
+        loss_curve.append((step + 1, step_loss / step_targets))
+        if on_step is not None:
+            on_step(StepLog(step + 1, total_steps, step_loss / step_targets, learning_rate, step_tokens,
+                            time.perf_counter() - step_started))
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps:
+            save_checkpoint(output_dir, model, optimizer, scheduler, step + 1,
+                            {"fingerprint": fingerprint, "loss_curve": loss_curve}, config.keep_checkpoints)
+    loop_s = time.perf_counter() - loop_started
+
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    steps_run = total_steps - start_step
+    result = TrainResult(
+        output_dir=output_dir,
+        base_model=base_model,
+        dataset_version=data.version,
+        total_steps=total_steps,
+        resumed_from_step=start_step,
+        steps_run=steps_run,
+        loss_curve=tuple(loss_curve),
+        train_examples=len(rows),
+        eval_examples=len(split.eval),
+        skipped_examples=len(split.train) - len(rows),
+        tokens_per_s=run_tokens / loop_s if loop_s > 0 and run_tokens else 0.0,
+        seconds_per_step=loop_s / steps_run if steps_run else 0.0,
+        peak_rss_mb=_peak_rss_mb(),
+        wall_s=time.perf_counter() - started,
+        config={**config.to_dict(), "base_model": base_model},
+    )
+    (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return result

@@ -1,0 +1,155 @@
+"""Behaviour assets: run only when the behaviour data's content hash changes (behaviour_data_sensor).
+
+behaviour_data_files (source) -> behaviour_dataset -> support_adapter -[adapter_beats_base, blocking]-> promoted_adapter
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
+from hybrid_assets.settings import load_settings
+
+GROUP = "behaviour"
+RUNS_WHEN = {"runs_when": "behaviour_data_changed"}
+
+
+class AdapterTrainingConfig(dg.Config):
+    """Training knobs (defaults: a profile that suits a 2-core CPU; see hybrid_assets/behaviour/train.py)."""
+
+    base_model: str = Field(default="", description="HF model id, local path, or '' for HYBRID_BASE_MODEL")
+    quantization: str = Field(default="nf4", description="'nf4' = QLoRA (4-bit NF4 base), 'none' = plain LoRA")
+    lora_r: int = Field(default=16, description="LoRA rank")
+    lora_alpha: int = Field(default=32, description="LoRA scaling alpha")
+    lora_dropout: float = Field(default=0.05, description="LoRA dropout")
+    target_modules: list[str] = Field(
+        default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Modules that get LoRA adapters",
+    )
+    learning_rate: float = Field(default=2e-4, description="Peak learning rate (cosine schedule)")
+    max_steps: int = Field(default=0, description="Optimizer steps; 0 = use epochs")
+    epochs: float = Field(default=1.0, description="Passes over the train split when max_steps is 0")
+    batch_size: int = Field(default=4, description="Examples per micro-batch")
+    grad_accum: int = Field(default=2, description="Micro-batches per optimizer step")
+    max_length: int = Field(default=1024, description="Max tokens per example (context is truncated first)")
+    seed: int = Field(default=42, description="Random seed (data order, LoRA init)")
+    eval_limit: int = Field(default=0, description="Evaluate on at most this many eval records (0 = all)")
+
+
+@dg.observable_source_asset(
+    group_name=GROUP,
+    tags={"dagster/kind/file": ""},
+    description="Behaviour data files under data/behaviour (tickets, RAFT examples, intent CSVs, labels), "
+    "observed by content hash.",
+)
+def behaviour_data_files() -> dg.DataVersion:
+    return dg.DataVersion(dataset_version(find_behaviour_files(load_settings().behaviour_dir))[:16])
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "json"},
+    deps=[behaviour_data_files],
+    tags=RUNS_WHEN,
+    description="Behaviour records validated against the answer schema (bad records listed with file:line), "
+    "duplicates removed, split train/eval by content hash.",
+)
+def behaviour_dataset(context: dg.AssetExecutionContext):
+    from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
+    from hybrid_assets.schema import LabelSpace
+
+    settings = load_settings()
+    labels = LabelSpace.from_file(settings.behaviour_dir / "labels.json")
+    data = load_behaviour_data(settings.behaviour_dir, labels)
+    split = split_records(data.records)
+    for problem in data.problems:
+        context.log.warning(f"invalid behaviour record: {problem}")
+    counts: dict[str, dict[str, int]] = {"category": {}, "escalation": {}, "sentiment": {}}
+    for record in data.records:
+        answer = record.answer
+        for key, value in (("category", answer["category"]), ("escalation", answer["escalation"]["level"]),
+                           ("sentiment", answer["sentiment"])):
+            counts[key][value] = counts[key].get(value, 0) + 1
+    problems_md = "\n".join(f"| `{p.file}:{p.line}` | {p.reason} |" for p in data.problems)
+    return dg.Output(
+        {"dataset": data, "split": split, "labels": labels},
+        data_version=dg.DataVersion(data.version[:16]),
+        metadata={
+            "records": len(data.records),
+            "train": len(split.train),
+            "eval": len(split.eval),
+            "invalid_records": len(data.problems),
+            "duplicates_removed": len(data.duplicates),
+            "dataset_version": data.version[:16],
+            "label_counts": dg.MetadataValue.json(counts),
+            "problems": dg.MetadataValue.md("| where | reason |\n|---|---|\n" + problems_md if problems_md else "none"),
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pytorch", "peft"},
+    tags=RUNS_WHEN,
+    description="A QLoRA adapter trained on the train split (checkpointed, resumable), evaluated against "
+    "the base model on the eval split, and stored as a new registry version (not yet promoted).",
+)
+def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingConfig, behaviour_dataset) -> dict:
+    from hybrid_assets.behaviour.evaluate import evaluate_model
+    from hybrid_assets.behaviour.registry import AdapterRegistry, build_lineage
+    from hybrid_assets.behaviour.train import TrainConfig, train_adapter
+
+    settings = load_settings()
+    labels = behaviour_dataset["labels"]
+    data = behaviour_dataset["dataset"]
+    knobs = config.model_dump(exclude={"eval_limit"})
+    knobs["base_model"] = knobs["base_model"] or settings.base_model
+    knobs["target_modules"] = tuple(knobs["target_modules"])
+    train_config = TrainConfig(**knobs)
+    registry = AdapterRegistry(settings.adapters_dir)
+    # A deterministic staging dir per (data, config): an interrupted run resumes where it stopped.
+    staging = registry.staging_dir(f"run-{train_config.fingerprint(data.version, train_config.base_model)}")
+
+    def log_step(step) -> None:
+        if step.step == 1 or step.step % 5 == 0 or step.step == step.total_steps:
+            context.log.info(f"step {step.step}/{step.total_steps} loss {step.loss:.4f} ({step.seconds:.1f}s)")
+
+    result = train_adapter(train_config, settings.behaviour_dir, staging, resume=True, labels=labels,
+                           settings=settings, on_step=log_step)
+    eval_records = list(behaviour_dataset["split"].eval)
+    if config.eval_limit:
+        eval_records = eval_records[: config.eval_limit]
+    base = evaluate_model(train_config.base_model, None, eval_records, labels, settings=settings).metrics
+    adapter = evaluate_model(train_config.base_model, staging, eval_records, labels, settings=settings).metrics
+    metrics = {"base": base.to_dict(), "adapter": adapter.to_dict(), "train": result.to_dict()}
+    version = registry.commit(staging, build_lineage(train_config.base_model, data.version,
+                                                     train_config.to_dict(), metrics))
+    rows = "\n".join(
+        f"| {name} | {getattr(base, name):.3f} | {getattr(adapter, name):.3f} |"
+        for name in ("json_validity", "category_accuracy", "sentiment_accuracy", "escalation_accuracy",
+                     "answerable_accuracy")
+    )
+    context.add_output_metadata({
+        "version_id": version.version_id,
+        "eval_records": len(eval_records),
+        "train_steps": result.total_steps,
+        "final_loss": result.loss_curve[-1][1] if result.loss_curve else None,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "train_wall_s": round(result.wall_s, 1),
+        "peak_rss_mb": round(result.peak_rss_mb),
+        "base_vs_adapter": dg.MetadataValue.md("| metric | base | adapter |\n|---|---|---|\n" + rows),
+    })
+    return {"version_id": version.version_id, "base": base.to_dict(), "adapter": adapter.to_dict()}
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"peft"},
+    tags=RUNS_WHEN,
+    description="Points the registry's current.json at the new adapter (atomic). Runs only when the "
+    "blocking check adapter_beats_base passed; serving picks it up without a restart.",
+)
+def promoted_adapter(support_adapter: dict) -> dg.MaterializeResult:
+    from hybrid_assets.behaviour.registry import AdapterRegistry
+
+    version = AdapterRegistry(load_settings().adapters_dir).promote(support_adapter["version_id"])
+    return dg.MaterializeResult(metadata={"version_id": version.version_id, "path": str(version.path)})

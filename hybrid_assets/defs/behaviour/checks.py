@@ -1,0 +1,31 @@
+"""Behaviour checks: data validity, and the promotion gate (blocking: a failing adapter is never promoted)."""
+
+import dagster as dg
+
+from hybrid_assets.defs.behaviour.assets import behaviour_dataset, support_adapter
+
+
+@dg.asset_check(asset=behaviour_dataset, description="Every behaviour record is valid (problems listed with file:line).")
+def behaviour_records_valid(behaviour_dataset) -> dg.AssetCheckResult:
+    problems = [str(p) for p in behaviour_dataset["dataset"].problems]
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"invalid_records": len(problems), "problems": dg.MetadataValue.json(problems)},
+    )
+
+
+@dg.asset_check(
+    asset=support_adapter,
+    blocking=True,
+    description="On the eval split the adapter beats the base model on JSON validity and on category, "
+    "sentiment and escalation accuracy. Blocking: promoted_adapter runs only if this passes.",
+)
+def adapter_beats_base(support_adapter: dict) -> dg.AssetCheckResult:
+    from hybrid_assets.behaviour.evaluate import promotion_gate
+
+    passed, reasons = promotion_gate(support_adapter["base"], support_adapter["adapter"])
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata={"version_id": support_adapter["version_id"], "reasons": dg.MetadataValue.json(reasons)},
+    )
