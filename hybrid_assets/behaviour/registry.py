@@ -67,12 +67,17 @@ def build_lineage(base_model: str, dataset_version: str, train_config: dict, met
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
+    # A unique temp name: two concurrent writers never share (and corrupt) one temp file.
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class AdapterRegistry:

@@ -226,6 +226,17 @@ def loss_sum(model, input_ids, attention_mask, labels):
     return F.cross_entropy(logits.float(), targets[mask], reduction="sum"), int(mask.sum())
 
 
+def mixed_precision(device):
+    """bf16 autocast where bf16 matmuls are fast (AMX CPUs, modern GPUs): ~8% faster steps on the
+    2-core CPU; the LoRA weights and the optimizer stay float32."""
+    import torch
+
+    from hybrid_assets.behaviour.base_model import compute_dtype
+
+    dtype = compute_dtype()
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype == torch.bfloat16)
+
+
 def _lr_lambda(total_steps: int, warmup_ratio: float):
     warmup = max(1, int(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
 
@@ -297,7 +308,117 @@ def load_latest_checkpoint(output_dir: Path, fingerprint: str, model, optimizer,
 
 # -- the run ------------------------------------------------------------------------------------
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB (process lifetime)
+
+
+class TrainingRun:
+    """A prepared run: data split and tokenised, LoRA model built, steps planned. ``train()`` runs it.
+
+    Split from ``train_adapter`` so that callers (tests, notebooks) can inspect the model before and
+    after training without reaching into the loop."""
+
+    def __init__(self, config: TrainConfig, data_dir: Path, output_dir: Path, *,
+                 labels: LabelSpace | None = None, settings: Settings | None = None):
+        self.started = time.perf_counter()
+        apply_offline_env()
+        import torch
+
+        from hybrid_assets.behaviour.base_model import load_tokenizer
+
+        settings = settings or load_settings()
+        self.config = config
+        self.data_dir, self.output_dir = Path(data_dir), Path(output_dir)
+        self.base_model = config.base_model or settings.base_model
+        self.labels = labels or LabelSpace.from_file(self.data_dir / "labels.json")
+        self.data = load_behaviour_data(self.data_dir, self.labels)
+        if self.data.problems:
+            log.warning("%d bad behaviour record(s) skipped, e.g. %s", len(self.data.problems), self.data.problems[0])
+        self.split = split_records(self.data.records, config.eval_fraction)
+        if not self.split.train:
+            raise ValueError(f"no valid training records in {self.data_dir}")
+
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.tokenizer = load_tokenizer(self.base_model, settings)
+        train_set = build_sft_dataset(self.split.train, self.tokenizer, self.labels, config.max_length)
+        if len(train_set) == 0:
+            raise ValueError(f"no training example fits in max_length={config.max_length}")
+        self.rows = train_set.to_list()
+        self.plan = plan_steps([row["length"] for row in self.rows], config)
+        self.model = build_lora_model(config, self.base_model, settings)
+        self.fingerprint = config.fingerprint(self.data.version, self.base_model)
+
+    def train(self, resume: bool = True, on_step: Callable[[StepLog], None] | None = None) -> TrainResult:
+        import torch
+
+        config, model, rows, output_dir = self.config, self.model, self.rows, self.output_dir
+        total_steps = len(self.plan)
+        model.train()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, config.warmup_ratio))
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+        restored = load_latest_checkpoint(output_dir, self.fingerprint, model, optimizer, scheduler) if resume else None
+        start_step = min(restored["step"], total_steps) if restored else 0
+        loss_curve = [tuple(point) for point in restored["loss_curve"]][:start_step] if restored else []
+
+        pad_id = self.tokenizer.pad_token_id
+        run_tokens, loop_started = 0, time.perf_counter()
+        for step in range(start_step, total_steps):
+            step_started = time.perf_counter()
+            micro_batches = self.plan[step]
+            # Normalise by the step's total assistant tokens, so grad accumulation equals one big batch.
+            step_targets = sum(sum(1 for t in rows[i]["labels"][1:] if t != IGNORE_INDEX)
+                               for batch in micro_batches for i in batch)
+            step_loss, step_tokens = 0.0, 0
+            for indices in micro_batches:
+                input_ids, attention, labels = (t.to(model.device) for t in collate([rows[i] for i in indices], pad_id))
+                with mixed_precision(model.device):
+                    summed, _ = loss_sum(model, input_ids, attention, labels)
+                (summed / step_targets).backward()
+                step_loss += float(summed.detach())
+                step_tokens += int(attention.sum())
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            learning_rate = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            run_tokens += step_tokens
+            loss_curve.append((step + 1, step_loss / step_targets))
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps:
+                save_checkpoint(output_dir, model, optimizer, scheduler, step + 1,
+                                {"fingerprint": self.fingerprint, "loss_curve": loss_curve}, config.keep_checkpoints)
+            if on_step is not None:
+                on_step(StepLog(step + 1, total_steps, step_loss / step_targets, learning_rate, step_tokens,
+                                time.perf_counter() - step_started))
+        loop_s = time.perf_counter() - loop_started
+
+        model.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
+        steps_run = total_steps - start_step
+        result = TrainResult(
+            output_dir=output_dir,
+            base_model=self.base_model,
+            dataset_version=self.data.version,
+            total_steps=total_steps,
+            resumed_from_step=start_step,
+            steps_run=steps_run,
+            loss_curve=tuple(loss_curve),
+            train_examples=len(rows),
+            eval_examples=len(self.split.eval),
+            skipped_examples=len(self.split.train) - len(rows),
+            tokens_per_s=run_tokens / loop_s if loop_s > 0 and run_tokens else 0.0,
+            seconds_per_step=loop_s / steps_run if steps_run else 0.0,
+            peak_rss_mb=_peak_rss_mb(),
+            wall_s=time.perf_counter() - self.started,
+            config={**config.to_dict(), "base_model": self.base_model},
+        )
+        (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+        return result
 
 
 def train_adapter(
@@ -314,97 +435,6 @@ def train_adapter(
 
     ``resume=True`` continues from the newest matching checkpoint in ``output_dir/checkpoints``;
     ``resume=False`` deletes existing checkpoints first. ``on_step`` is called after every optimizer
-    step (progress logging; raising from it interrupts the run like a crash would)."""
-    started = time.perf_counter()
-    apply_offline_env()
-    import torch
-
-    from hybrid_assets.behaviour.base_model import load_tokenizer
-
-    settings = settings or load_settings()
-    data_dir, output_dir = Path(data_dir), Path(output_dir)
-    base_model = config.base_model or settings.base_model
-    labels = labels or LabelSpace.from_file(data_dir / "labels.json")
-    data = load_behaviour_data(data_dir, labels)
-    if data.problems:
-        log.warning("%d bad behaviour record(s) skipped, e.g. %s", len(data.problems), data.problems[0])
-    split = split_records(data.records, config.eval_fraction)
-    if not split.train:
-        raise ValueError(f"no valid training records in {data_dir}")
-
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    tokenizer = load_tokenizer(base_model, settings)
-    train_set = build_sft_dataset(split.train, tokenizer, labels, config.max_length)
-    if len(train_set) == 0:
-        raise ValueError(f"no training example fits in max_length={config.max_length}")
-    rows = train_set.to_list()
-    plan = plan_steps([row["length"] for row in rows], config)
-    total_steps = len(plan)
-
-    model = build_lora_model(config, base_model, settings)
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, config.warmup_ratio))
-
-    fingerprint = config.fingerprint(data.version, base_model)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
-    restored = load_latest_checkpoint(output_dir, fingerprint, model, optimizer, scheduler) if resume else None
-    start_step = min(restored["step"], total_steps) if restored else 0
-    loss_curve = [tuple(point) for point in restored["loss_curve"]][:start_step] if restored else []
-
-    pad_id = tokenizer.pad_token_id
-    run_tokens, loop_started = 0, time.perf_counter()
-    for step in range(start_step, total_steps):
-        step_started = time.perf_counter()
-        micro_batches = plan[step]
-        # Normalise by the step's total assistant tokens, so grad accumulation equals one big batch.
-        step_targets = sum(sum(1 for t in rows[i]["labels"][1:] if t != IGNORE_INDEX) for mb in micro_batches for i in mb)
-        step_loss, step_tokens = 0.0, 0
-        for indices in micro_batches:
-            input_ids, attention, labels_t = (t.to(model.device) for t in collate([rows[i] for i in indices], pad_id))
-            summed, _ = loss_sum(model, input_ids, attention, labels_t)
-            (summed / step_targets).backward()
-            step_loss += float(summed.detach())
-            step_tokens += int(attention.sum())
-        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-        learning_rate = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        run_tokens += step_tokens
-        loss_curve.append((step + 1, step_loss / step_targets))
-        if on_step is not None:
-            on_step(StepLog(step + 1, total_steps, step_loss / step_targets, learning_rate, step_tokens,
-                            time.perf_counter() - step_started))
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps:
-            save_checkpoint(output_dir, model, optimizer, scheduler, step + 1,
-                            {"fingerprint": fingerprint, "loss_curve": loss_curve}, config.keep_checkpoints)
-    loop_s = time.perf_counter() - loop_started
-
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    steps_run = total_steps - start_step
-    result = TrainResult(
-        output_dir=output_dir,
-        base_model=base_model,
-        dataset_version=data.version,
-        total_steps=total_steps,
-        resumed_from_step=start_step,
-        steps_run=steps_run,
-        loss_curve=tuple(loss_curve),
-        train_examples=len(rows),
-        eval_examples=len(split.eval),
-        skipped_examples=len(split.train) - len(rows),
-        tokens_per_s=run_tokens / loop_s if loop_s > 0 and run_tokens else 0.0,
-        seconds_per_step=loop_s / steps_run if steps_run else 0.0,
-        peak_rss_mb=_peak_rss_mb(),
-        wall_s=time.perf_counter() - started,
-        config={**config.to_dict(), "base_model": base_model},
-    )
-    (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-    return result
+    step, after that step's checkpoint (progress logging; raising from it interrupts the run the
+    way a crash would)."""
+    return TrainingRun(config, data_dir, output_dir, labels=labels, settings=settings).train(resume, on_step)
