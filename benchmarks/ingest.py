@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import machine, pct, update_results  # noqa: E402
 from hybrid_assets.settings import apply_offline_env, load_settings  # noqa: E402
 
 apply_offline_env()
@@ -181,13 +182,6 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 _probe_matrix = None
 
 
@@ -220,40 +214,6 @@ def cpu_seconds(server_pid: int | None) -> tuple[float, float]:
         except (OSError, IndexError, ValueError):
             pass
     return busy, ours
-
-
-def machine() -> str:
-    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or str(os.cpu_count())
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{cores}-core CPU ({model}){mem}, no GPU used (embeddings on CPU)"
-
-
-def update_results(out: Path, section: str) -> None:
-    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_HEADING), None)
-    new = section.rstrip("\n").splitlines()
-    if start is None:
-        lines = lines + ([""] if lines and lines[-1].strip() else []) + new
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = lines[end:]
-        lines = lines[:start] + new + ([""] + tail if tail else [])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -534,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Reproduce: `{command}` (total run time {total / 60:.1f} min = {total:.0f}s).",
     ]
-    update_results(args.out, "\n".join(lines) + "\n")
+    update_results(args.out, SECTION_HEADING, "\n".join(lines) + "\n")
     say(f"\ntotal run time {total:.0f}s; results written to {args.out}")
     return 0 if ok else 1
 

@@ -6,6 +6,7 @@ import json
 import sys
 
 import click
+from pathlib import Path
 
 from hybrid_assets.settings import apply_offline_env, load_settings
 
@@ -140,6 +141,94 @@ def ask(ticket: str, customer_id: str | None, as_json: bool, k: int, no_adapter:
         click.echo(f"[{source['id']}] {source['doc_id']} — {source['section']} (chunk {source['chunk_id']})")
     if result.dropped_citations or result.guards:
         click.secho(f"dropped citations: {result.dropped_citations}; guards: {result.guards}", fg="yellow")
+
+
+@main.command()
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps (default: the CPU profile's epochs).")
+@click.option("--epochs", type=float, default=None, help="Passes over the train split when --max-steps is not set.")
+@click.option("--quantization", type=click.Choice(["nf4", "none"]), default=None, help="nf4 = QLoRA, none = plain LoRA.")
+@click.option("--base-model", default=None, help="HF model id or local path (default: HYBRID_BASE_MODEL).")
+@click.option("--eval-limit", type=int, default=None, help="Eval records for base vs adapter (0 = whole eval split).")
+@click.option("--promote/--no-promote", default=True, show_default=True,
+              help="Promote the adapter when it passes the gate (beats the base on the eval split).")
+def train(max_steps, epochs, quantization, base_model, eval_limit, promote) -> None:
+    """Train a QLoRA adapter on data/behaviour, evaluate it against the base, register it (and promote it
+    only if it passes the gate). Resumes an interrupted run with the same data and config."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, promote_if_passing, train_candidate
+    from hybrid_assets.behaviour.train import TrainConfig
+
+    settings = load_settings()
+    overrides = {k: v for k, v in {"max_steps": max_steps, "epochs": epochs, "quantization": quantization,
+                                   "base_model": base_model}.items() if v is not None}
+    try:
+        config = replace(TrainConfig(), **overrides)
+    except ValueError as exc:
+        _fail(str(exc))
+    bar = None
+
+    def progress(step) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=step.total_steps, desc="training", unit="step", initial=step.step - 1)
+        bar.set_postfix(loss=f"{step.loss:.3f}")
+        bar.update(1)
+
+    candidate = train_candidate(settings, config, on_step=progress,
+                                eval_limit=DEFAULT_EVAL_LIMIT if eval_limit is None else eval_limit)
+    if bar is not None:
+        bar.close()
+    result = candidate.train
+    click.echo(f"adapter {candidate.version.version_id}: {result.total_steps} steps "
+               f"({result.steps_run} run now), {result.tokens_per_s:.0f} tokens/s, {result.wall_s / 60:.1f} min")
+    click.echo(f"eval subset: {candidate.eval_records} records\n"
+               + comparison_table(candidate.base_metrics, candidate.adapter_metrics))
+    if not promote:
+        click.echo("not promoted (--no-promote)")
+        return
+    passed, reasons = promote_if_passing(settings, candidate)
+    click.echo(("PROMOTED " if passed else "NOT promoted: the gate failed ") + "; ".join(reasons))
+    if not passed:
+        sys.exit(1)
+
+
+@main.command("eval")
+@click.option("--dataset", "dataset_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="An evaluation dataset (default: the sample company's held-out tickets).")
+@click.option("--format", "fmt", type=click.Choice(["native", "mtrag", "clapnq", "intent-csv"]), default="native",
+              show_default=True, help="Format of --dataset.")
+@click.option("--limit", type=int, default=None, help="Evaluate a deterministic sample of this many items.")
+@click.option("--adapter", "adapter_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Adapter folder (default: the promoted adapter).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("data/runs/eval_report.json"),
+              show_default=True, help="Where to write the JSON report (a PNG chart is written beside it).")
+def evaluate(dataset_path, fmt, limit, adapter_dir, out) -> None:
+    """Base vs RAG-only vs fine-tune-only vs hybrid on one held-out set: a table, a chart, a JSON report."""
+    from hybrid_assets.evaluation.compare import bar_chart, markdown_table, write_report
+    from hybrid_assets.evaluation.datasets import DatasetFormatError
+    from hybrid_assets.evaluation.runner import DEFAULT_SAMPLE_LIMIT, evaluate_dataset, evaluate_sample
+    from hybrid_assets.store.client import open_client
+    from hybrid_assets.store.server import WeaviateUnavailable
+
+    settings = load_settings()
+    echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    try:
+        with open_client(settings) as client:
+            if dataset_path is None:
+                report = evaluate_sample(settings, client, limit=limit or DEFAULT_SAMPLE_LIMIT,
+                                         adapter_dir=adapter_dir, progress=echo)
+            else:
+                report = evaluate_dataset(settings, client, dataset_path, fmt, limit=limit, adapter_dir=adapter_dir,
+                                          progress=echo)
+    except (DatasetFormatError, WeaviateUnavailable, ValueError) as exc:
+        _fail(str(exc))
+    write_report(report, out)
+    chart = bar_chart(report, out.with_suffix(".png"), f"{report['dataset']['name']} (n={report['n']})")
+    click.echo(markdown_table(report))
+    click.echo(f"\nbest overall: {report['best_overall']}; report {out}, chart {chart}")
 
 
 @main.command()

@@ -39,6 +39,14 @@ class Source(BaseModel):
     tenant: str | None
 
 
+class RetrievedChunk(BaseModel):
+    id: str
+    chunk_id: str
+    doc_id: str
+    tenant: str | None
+    similarity: float | None
+
+
 def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     """Build the app; tests pass a prepared engine, production builds one from settings."""
     settings = settings or load_settings()
@@ -57,6 +65,7 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         generated_tokens: int
         dropped_citations: list[str]
         guards: list[str]
+        retrieved: list[RetrievedChunk]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

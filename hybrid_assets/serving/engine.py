@@ -165,12 +165,18 @@ class AnswerEngine:
         return self.answer_many(client, [{"ticket": ticket, "customer_id": customer_id, "history": history}],
                                 retrieval=retrieval)[0]
 
-    def answer_many(self, client, requests: list[dict], retrieval: bool = True, batch_size: int = 8) -> list[AnswerResult]:
-        """Answer several tickets (``{ticket, customer_id?, history?}``), generating in batches."""
+    def answer_many(self, client, requests: list[dict], retrieval: bool = True, batch_size: int = 8,
+                    contexts: list[Retrieved] | None = None) -> list[AnswerResult]:
+        """Answer several tickets (``{ticket, customer_id?, history?}``), generating in batches.
+
+        ``contexts`` replaces retrieval with given passages (evaluation on another corpus);
+        ``retrieval=False`` answers with no context at all (the no-retrieval baselines)."""
         for request in requests:
             if not request.get("ticket") or not request["ticket"].strip():
                 raise ValueError("ticket text is empty")
-        retrieved = [
+        if contexts is not None and len(contexts) != len(requests):
+            raise ValueError("contexts must have one entry per request")
+        retrieved = contexts if contexts is not None else [
             retrieve(client, self.settings, r["ticket"], r.get("customer_id"), self.k) if retrieval
             else Retrieved([], {}, 0.0)
             for r in requests
@@ -208,13 +214,16 @@ class AnswerEngine:
             answer=answer,
             sources=sources,
             adapter_version=version,
-            collection=knowledge_collection_name(self.settings.embedding_model),
+            collection=next(iter(retrieved.hits.values())).collection if retrieved.hits
+            else knowledge_collection_name(self.settings.embedding_model),
             retrieval_ms=retrieved.seconds * 1000,
             generation_ms=generation_s * 1000,
             generated_tokens=tokens,
             dropped_citations=dropped,
             guards=guards,
-            retrieved=[{"id": i, "doc_id": h.doc_id, "chunk_id": h.chunk_id} for i, h in retrieved.hits.items()],
+            retrieved=[{"id": i, "doc_id": h.doc_id, "chunk_id": h.chunk_id, "tenant": h.tenant,
+                        "similarity": round(h.similarity, 4) if h.similarity is not None else None}
+                       for i, h in retrieved.hits.items()],
         )
 
 

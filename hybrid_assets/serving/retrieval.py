@@ -3,6 +3,7 @@ citable id (S1, S2, ...) that maps back to its Weaviate chunk id."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from hybrid_assets.knowledge.pipeline import search
@@ -23,16 +24,34 @@ class Retrieved:
 
 
 def retrieve(client, settings: Settings, ticket: str, customer_id: str | None, k: int, alpha: float = 0.6) -> Retrieved:
-    import time
-
+    """Tenant-scoped hybrid search over the live knowledge (see ``knowledge.pipeline.search``)."""
     started = time.perf_counter()
     hits = search(client, settings, ticket, customer_id=customer_id, k=k, alpha=alpha)
+    return as_retrieved(hits, time.perf_counter() - started, settings.min_relevance)
+
+
+def retrieve_from_collection(client, settings: Settings, collection_name: str, query: str, k: int,
+                             alpha: float = 0.6) -> Retrieved:
+    """Hybrid search over any chunk collection (an evaluation corpus), with the same relevance floor."""
+    from hybrid_assets.knowledge.embedding import Embedder
+    from hybrid_assets.store.collections import hybrid_search
+
+    started = time.perf_counter()
+    vector = Embedder(settings.embedding_model).embed_query(query)
+    hits = hybrid_search(client.collections.get(collection_name), query, vector, k, alpha)
+    return as_retrieved(hits, time.perf_counter() - started, settings.min_relevance)
+
+
+def as_retrieved(hits: list[SearchHit], seconds: float, min_relevance: float) -> Retrieved:
+    # Relevance floor: chunks unrelated to the ticket are noise the model might "use"; without them an
+    # off-topic ticket has nothing to cite and is answered as not answerable.
+    hits = [hit for hit in hits if hit.similarity is None or hit.similarity >= min_relevance]
     short = {f"S{i}": hit for i, hit in enumerate(hits, 1)}
     passages = [
         ContextPassage(short_id, hit.doc_id if not hit.tenant else f"account:{hit.tenant}", _passage_text(hit))
         for short_id, hit in short.items()
     ]
-    return Retrieved(passages, short, time.perf_counter() - started)
+    return Retrieved(passages, short, seconds)
 
 
 def _passage_text(hit: SearchHit) -> str:

@@ -31,6 +31,7 @@ class SearchHit:
     score: float
     collection: str
     tenant: str | None = None
+    similarity: float | None = None  # cosine(query, chunk) on the embeddings: an absolute relevance signal
 
 
 def _properties():
@@ -96,6 +97,7 @@ def hybrid_search(collection, query: str, vector: list[float], limit: int, alpha
         limit=limit,
         query_properties=TEXT_PROPERTIES,
         return_metadata=MetadataQuery(score=True),
+        include_vector=True,
     )
     return [
         SearchHit(
@@ -107,6 +109,17 @@ def hybrid_search(collection, query: str, vector: list[float], limit: int, alpha
             score=float(obj.metadata.score or 0.0),
             collection=collection.name,
             tenant=tenant,
+            similarity=_cosine(vector, obj.vector.get("default") if isinstance(obj.vector, dict) else obj.vector),
         )
         for obj in result.objects
     ]
+
+
+def _cosine(a: list[float], b: list[float] | None) -> float | None:
+    # The hybrid score is rank-relative (the best hit of any query scores ~1), so it cannot tell an
+    # off-topic question from a good one; the raw cosine can.
+    if not b:
+        return None
+    dot = sum(x * y for x, y in zip(a, b))
+    norm = (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
+    return dot / norm if norm else 0.0

@@ -14,6 +14,7 @@ EXPECTED_ASSETS = {
     "support_adapter",
     "promoted_adapter",
     "answer_samples",
+    "hybrid_evaluation",
     "knowledge_documents",
     "customer_account_files",
     "document_chunks",
@@ -28,7 +29,7 @@ EXPECTED_CHECKS = {
     ("behaviour_dataset", "behaviour_records_valid"),
     ("support_adapter", "adapter_beats_base"),
 }
-EXPECTED_JOBS = {"knowledge_job", "behaviour_job", "serving_job"}
+EXPECTED_JOBS = {"knowledge_job", "behaviour_job", "serving_job", "evaluation_job"}
 EXPECTED_SCHEDULES = {"daily_reingest_schedule": "knowledge_job"}
 EXPECTED_SENSORS = {"documents_changed_sensor": "knowledge_job", "behaviour_data_sensor": "behaviour_job"}
 EXPECTED_GROUPS = {
@@ -42,6 +43,7 @@ EXPECTED_GROUPS = {
     "support_adapter": "behaviour",
     "promoted_adapter": "behaviour",
     "answer_samples": "serving",
+    "hybrid_evaluation": "evaluation",
 }
 
 

@@ -38,6 +38,7 @@ def test_no_graph_edge_between_the_paths():
     for key in KNOWLEDGE:
         assert not upstream(key) & BEHAVIOUR, key
     assert upstream("answer_samples") >= {"knowledge_index", "promoted_adapter"}
+    assert upstream("hybrid_evaluation") >= {"knowledge_index", "promoted_adapter"}
 
 
 def test_jobs_stay_on_their_side():
@@ -46,6 +47,9 @@ def test_jobs_stay_on_their_side():
 
     assert selected("knowledge_job") <= KNOWLEDGE
     assert selected("behaviour_job") <= BEHAVIOUR
+    # where the paths meet, nothing of either path is (re)materialised
+    assert selected("serving_job") == {"answer_samples"}
+    assert selected("evaluation_job") == {"hybrid_evaluation"}
 
 
 def tick(sensor, cursor=None):

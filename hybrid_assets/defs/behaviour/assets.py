@@ -7,32 +7,38 @@ import dagster as dg
 from pydantic import Field
 
 from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
+from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT
+from hybrid_assets.behaviour.train import TrainConfig
 from hybrid_assets.settings import load_settings
 
 GROUP = "behaviour"
 RUNS_WHEN = {"runs_when": "behaviour_data_changed"}
 
 
+_D = TrainConfig()  # one source of truth for the defaults (train.py); no torch is imported
+
+
 class AdapterTrainingConfig(dg.Config):
     """Training knobs (defaults: a profile that suits a 2-core CPU; see hybrid_assets/behaviour/train.py)."""
 
     base_model: str = Field(default="", description="HF model id, local path, or '' for HYBRID_BASE_MODEL")
-    quantization: str = Field(default="nf4", description="'nf4' = QLoRA (4-bit NF4 base), 'none' = plain LoRA")
-    lora_r: int = Field(default=16, description="LoRA rank")
-    lora_alpha: int = Field(default=32, description="LoRA scaling alpha")
-    lora_dropout: float = Field(default=0.05, description="LoRA dropout")
+    quantization: str = Field(default=_D.quantization, description="'nf4' = QLoRA (4-bit NF4 base), 'none' = plain LoRA")
+    lora_r: int = Field(default=_D.lora_r, description="LoRA rank")
+    lora_alpha: int = Field(default=_D.lora_alpha, description="LoRA scaling alpha")
+    lora_dropout: float = Field(default=_D.lora_dropout, description="LoRA dropout")
     target_modules: list[str] = Field(
-        default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        default=list(_D.target_modules),
         description="Modules that get LoRA adapters",
     )
-    learning_rate: float = Field(default=2e-4, description="Peak learning rate (cosine schedule)")
-    max_steps: int = Field(default=0, description="Optimizer steps; 0 = use epochs")
-    epochs: float = Field(default=1.0, description="Passes over the train split when max_steps is 0")
-    batch_size: int = Field(default=4, description="Examples per micro-batch")
-    grad_accum: int = Field(default=2, description="Micro-batches per optimizer step")
-    max_length: int = Field(default=1024, description="Max tokens per example (context is truncated first)")
-    seed: int = Field(default=42, description="Random seed (data order, LoRA init)")
-    eval_limit: int = Field(default=0, description="Evaluate on at most this many eval records (0 = all)")
+    learning_rate: float = Field(default=_D.learning_rate, description="Peak learning rate (cosine schedule)")
+    max_steps: int = Field(default=_D.max_steps, description="Optimizer steps; 0 = use epochs")
+    epochs: float = Field(default=_D.epochs, description="Passes over the train split when max_steps is 0")
+    batch_size: int = Field(default=_D.batch_size, description="Examples per micro-batch")
+    grad_accum: int = Field(default=_D.grad_accum, description="Micro-batches per optimizer step")
+    max_length: int = Field(default=_D.max_length, description="Max tokens per example (context is truncated first)")
+    seed: int = Field(default=_D.seed, description="Random seed (data order, LoRA init)")
+    eval_limit: int = Field(default=DEFAULT_EVAL_LIMIT, description="Evaluate base and adapter on this many eval records "
+                            "(a fixed subset; 0 = the whole eval split, minutes more on a CPU)")
 
 
 @dg.observable_source_asset(
@@ -94,51 +100,35 @@ def behaviour_dataset(context: dg.AssetExecutionContext):
     "the base model on the eval split, and stored as a new registry version (not yet promoted).",
 )
 def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingConfig, behaviour_dataset) -> dict:
-    from hybrid_assets.behaviour.evaluate import evaluate_model
-    from hybrid_assets.behaviour.registry import AdapterRegistry, build_lineage
-    from hybrid_assets.behaviour.train import TrainConfig, train_adapter
+    from hybrid_assets.behaviour.pipeline import comparison_table, train_candidate
+    from hybrid_assets.behaviour.train import TrainConfig
 
     settings = load_settings()
-    labels = behaviour_dataset["labels"]
-    data = behaviour_dataset["dataset"]
     knobs = config.model_dump(exclude={"eval_limit"})
     knobs["base_model"] = knobs["base_model"] or settings.base_model
     knobs["target_modules"] = tuple(knobs["target_modules"])
     train_config = TrainConfig(**knobs)
-    registry = AdapterRegistry(settings.adapters_dir)
-    # A deterministic staging dir per (data, config): an interrupted run resumes where it stopped.
-    staging = registry.staging_dir(f"run-{train_config.fingerprint(data.version, train_config.base_model)}")
 
     def log_step(step) -> None:
         if step.step == 1 or step.step % 5 == 0 or step.step == step.total_steps:
             context.log.info(f"step {step.step}/{step.total_steps} loss {step.loss:.4f} ({step.seconds:.1f}s)")
 
-    result = train_adapter(train_config, settings.behaviour_dir, staging, resume=True, labels=labels,
-                           settings=settings, on_step=log_step)
-    eval_records = list(behaviour_dataset["split"].eval)
-    if config.eval_limit:
-        eval_records = eval_records[: config.eval_limit]
-    base = evaluate_model(train_config.base_model, None, eval_records, labels, settings=settings).metrics
-    adapter = evaluate_model(train_config.base_model, staging, eval_records, labels, settings=settings).metrics
-    metrics = {"base": base.to_dict(), "adapter": adapter.to_dict(), "train": result.to_dict()}
-    version = registry.commit(staging, build_lineage(train_config.base_model, data.version,
-                                                     train_config.to_dict(), metrics))
-    rows = "\n".join(
-        f"| {name} | {getattr(base, name):.3f} | {getattr(adapter, name):.3f} |"
-        for name in ("json_validity", "category_accuracy", "sentiment_accuracy", "escalation_accuracy",
-                     "answerable_accuracy")
-    )
+    candidate = train_candidate(settings, train_config, eval_limit=config.eval_limit, on_step=log_step)
+    result = candidate.train
     context.add_output_metadata({
-        "version_id": version.version_id,
-        "eval_records": len(eval_records),
+        "version_id": candidate.version.version_id,
+        "dataset_version": behaviour_dataset["dataset"].version[:16],
+        "eval_records": candidate.eval_records,
         "train_steps": result.total_steps,
-        "final_loss": result.loss_curve[-1][1] if result.loss_curve else None,
+        "resumed_from_step": result.resumed_from_step,
+        "final_loss": round(result.loss_curve[-1][1], 4) if result.loss_curve else None,
         "tokens_per_s": round(result.tokens_per_s, 1),
         "train_wall_s": round(result.wall_s, 1),
         "peak_rss_mb": round(result.peak_rss_mb),
-        "base_vs_adapter": dg.MetadataValue.md("| metric | base | adapter |\n|---|---|---|\n" + rows),
+        "base_vs_adapter": dg.MetadataValue.md(comparison_table(candidate.base_metrics, candidate.adapter_metrics)),
     })
-    return {"version_id": version.version_id, "base": base.to_dict(), "adapter": adapter.to_dict()}
+    return {"version_id": candidate.version.version_id, "base": candidate.base_metrics,
+            "adapter": candidate.adapter_metrics}
 
 
 @dg.asset(

@@ -1,0 +1,139 @@
+"""Entry points of the four-configuration evaluation, shared by `hybrid-assets eval`, the Dagster
+``hybrid_evaluation`` asset, the demo and the benchmark scripts.
+
+- ``evaluate_sample``: the sample company's held-out tickets (the behaviour eval split, ticket records
+  only) against the live knowledge collection and the promoted adapter.
+- ``evaluate_dataset``: any dataset in ``evaluation.datasets.FORMATS``; its own passages are ingested
+  into a separate collection (``Eval_<name>_<hash>_<model>``), never into the live knowledge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hybrid_assets.evaluation.compare import CONFIGURATIONS, Configuration, EvalCase, compare
+from hybrid_assets.evaluation.datasets import EvalDataset, EvalItem, load_eval_dataset
+from hybrid_assets.settings import Settings
+
+DEFAULT_SAMPLE_LIMIT = 24
+NO_RETRIEVAL = tuple(c for c in CONFIGURATIONS if not c.retrieval)
+
+
+def sample_cases(settings: Settings, limit: int = DEFAULT_SAMPLE_LIMIT, data_dir: Path | None = None) -> list[EvalCase]:
+    """Held-out tickets of the sample company with their gold labels and gold documents.
+
+    Gold documents are the sources of the context passages the gold answer cites (document ids, not
+    chunk ids: chunk ids change whenever a document is edited, the document a fact lives in does not).
+    Intent-CSV rows (no context, defaulted answers) and generated RAFT examples are left out."""
+    from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
+    from hybrid_assets.behaviour.pipeline import eval_subset
+    from hybrid_assets.schema import LabelSpace
+
+    data_dir = Path(data_dir or settings.behaviour_dir)
+    data = load_behaviour_data(data_dir, LabelSpace.from_file(data_dir / "labels.json"))
+    tickets = [r for r in split_records(data.records).eval
+               if r.origin.split(":")[0].endswith(".jsonl") and not r.id.startswith("raft-")]
+    cases = []
+    for record in eval_subset(tickets, limit):
+        answer = record.answer
+        by_id = {c.id: c.source for c in record.context}
+        gold_docs = tuple(sorted({by_id[c] for c in answer["citations"] if c in by_id}))
+        item = EvalItem(
+            id=record.id,
+            question=record.ticket,
+            gold_passage_ids=gold_docs,
+            gold_answer=answer["reply"] if answer["answerable"] else None,
+            answerable=answer["answerable"],
+            category=answer["category"],
+            customer_id=record.customer_id,
+        )
+        cases.append(EvalCase(item, {"sentiment": answer["sentiment"], "category": answer["category"],
+                                     "escalation": answer["escalation"]["level"]}))
+    return cases
+
+
+def promoted_adapter_dir(settings: Settings) -> Path | None:
+    from hybrid_assets.behaviour.registry import AdapterRegistry
+
+    current = AdapterRegistry(settings.adapters_dir).current()
+    return current.path if current else None
+
+
+def evaluate_sample(settings: Settings, client, *, limit: int = DEFAULT_SAMPLE_LIMIT, adapter_dir: Path | None = None,
+                    engine=None, progress: Callable[[str], None] | None = None) -> dict:
+    from hybrid_assets.serving.engine import AnswerEngine, load_labels
+
+    adapter_dir = adapter_dir or promoted_adapter_dir(settings)
+    engine = engine or AnswerEngine(settings, load_labels(settings))
+    report = compare(engine, client, sample_cases(settings, limit), adapter_dir, progress=progress)
+    report["dataset"] = {"name": "sample-company", "format": "native", "n": report["n"]}
+    return report
+
+
+# -- external datasets ------------------------------------------------------------------------------
+def corpus_collection_name(dataset: EvalDataset, settings: Settings) -> str:
+    from hybrid_assets.knowledge.embedding import model_slug
+
+    digest = hashlib.sha256("\x1f".join(f"{p.id}\x1e{p.text}" for p in dataset.passages).encode()).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9]", "_", dataset.name).strip("_")[:32] or "dataset"
+    return f"Eval_{name}_{digest}_{model_slug(settings.embedding_model)}"
+
+
+def ingest_passages(client, settings: Settings, dataset: EvalDataset, show_progress: bool = False) -> str:
+    """Index the dataset's passages (one chunk per passage, long ones split at sentences) into their
+    own collection. The name carries a content hash, so a rerun on the same data reuses it."""
+    from hybrid_assets.knowledge.chunking import Chunk, _split_long, chunk_id
+    from hybrid_assets.knowledge.embedding import Embedder
+    from hybrid_assets.knowledge.indexing import sync_collection
+    from hybrid_assets.store.collections import ensure_collection
+
+    name = corpus_collection_name(dataset, settings)
+    chunks_by_doc: dict[str, list[Chunk]] = {}
+    for passage in dataset.passages:
+        pieces = _split_long(" ".join(passage.text.split()), 1500)
+        chunks_by_doc[passage.id] = [
+            Chunk(chunk_id(passage.id, str(i), piece), passage.id, passage.title or passage.id, passage.source, piece, i)
+            for i, piece in enumerate(pieces)
+        ]
+    sync_collection(ensure_collection(client, name), chunks_by_doc, Embedder(settings.embedding_model),
+                    show_progress=show_progress)
+    return name
+
+
+def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit: int | None = None,
+                     adapter_dir: Path | None = None, configurations: Sequence[Configuration] | None = None,
+                     engine=None, labels=None, progress: Callable[[str], None] | None = None) -> dict:
+    """Four configurations (two for intent-csv, which has no passages) on an external dataset."""
+    from hybrid_assets.serving.engine import AnswerEngine, load_labels
+    from hybrid_assets.serving.retrieval import retrieve_from_collection
+
+    full = load_eval_dataset(path, fmt)
+    items = load_eval_dataset(path, fmt, limit=limit).items if limit else full.items
+    labels = labels or load_labels(settings)
+    adapter_dir = adapter_dir or promoted_adapter_dir(settings)
+    engine = engine or AnswerEngine(settings, labels)
+    retriever, configurations = None, configurations
+    if full.passages:
+        # The whole corpus is searchable (not just the sampled items' gold passages): retrieval is
+        # only a test when the distractors are there too.
+        collection = ingest_passages(client, settings, full, show_progress=progress is not None)
+        retriever = lambda item: retrieve_from_collection(client, settings, collection, _query(item), engine.k)  # noqa: E731
+        configurations = configurations or CONFIGURATIONS
+    else:
+        configurations = configurations or NO_RETRIEVAL
+    cases = [EvalCase(item) for item in items]
+    report = compare(engine, client, cases, adapter_dir, retriever=retriever, configurations=configurations,
+                     progress=progress)
+    report["dataset"] = {"name": full.name, "format": fmt, "path": str(path), "n": len(items),
+                         "passages": len(full.passages)}
+    return report
+
+
+def _query(item: EvalItem) -> str:
+    """Multi-turn questions ("what about the other one?") need their context: the last user turn plus the
+    previous user turn make the search query."""
+    earlier = [turn["content"] for turn in item.history if turn.get("role") == "user"][-1:]
+    return " ".join(earlier + [item.question])

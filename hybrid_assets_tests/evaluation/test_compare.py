@@ -1,0 +1,89 @@
+"""Scoring of the four-configuration evaluation on hand-made answers (pure logic: the runs themselves are
+exercised by the serving integration tests and `make demo`)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from hybrid_assets.evaluation.compare import EvalCase, bar_chart, markdown_table, overall, score, write_report
+from hybrid_assets.evaluation.datasets import EvalItem
+
+GOLD_LABELS = {"sentiment": "negative", "category": "labels", "escalation": "none"}
+
+
+def _answer(answerable=True, category="labels", sentiment="negative", level="none", reply="void the label today"):
+    return {"sentiment": sentiment, "category": category, "answerable": answerable,
+            "escalation": {"level": level, "reason": "r"}, "citations": [], "resolution": "x", "reply": reply}
+
+
+def _result(answer, cited=(), retrieved=(), guards=()):
+    return SimpleNamespace(answer=answer, sources=[{"doc_id": d} for d in cited],
+                           retrieved=[{"doc_id": d} for d in retrieved], guards=list(guards))
+
+
+CASES = [
+    EvalCase(EvalItem("a", "q1", gold_passage_ids=("docs/a.md",), gold_answer="void the label today"), GOLD_LABELS),
+    EvalCase(EvalItem("b", "q2", gold_passage_ids=("docs/b.md",), gold_answer="update the printer driver"),
+             GOLD_LABELS),
+    EvalCase(EvalItem("c", "q3", answerable=False), GOLD_LABELS),
+]
+
+
+def test_score_counts_each_metric_against_the_gold():
+    results = [
+        _result(_answer(), cited=["docs/a.md"], retrieved=["docs/a.md", "docs/x.md"]),  # right, cited gold
+        _result(_answer(category="billing", reply="no idea"), cited=["docs/x.md"], retrieved=["docs/x.md"]),
+        _result(_answer(answerable=False, level="tier_2")),  # honest abstention
+    ]
+    metrics = score(CASES, results, retrieval=True)
+    assert metrics["json_validity"] == 1.0
+    assert metrics["category_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["escalation_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["answer_f1"] == pytest.approx(0.5)  # 1.0 and 0.0
+    assert metrics["citation_precision"] == pytest.approx(0.5)
+    assert metrics["citation_recall"] == pytest.approx(0.5)
+    assert metrics["abstention_precision"] == 1.0 and metrics["abstention_recall"] == 1.0
+    assert metrics["retrieval_recall_at_k"] == pytest.approx(0.5)
+    assert 0 < metrics["overall"] < 1
+
+
+def test_truncation_invalidates_and_an_abstaining_answer_scores_no_f1():
+    results = [
+        _result(_answer(answerable=False), guards=["truncated_generation_replaced"]),
+        _result(_answer(answerable=False)),
+        _result(_answer(answerable=True), cited=["docs/a.md"]),  # answered the unanswerable one
+    ]
+    metrics = score(CASES, results, retrieval=False)
+    assert metrics["json_validity"] == pytest.approx(2 / 3)
+    assert metrics["answer_f1"] == 0.0
+    assert metrics["abstention_precision"] == 0.0 and metrics["abstention_recall"] == 0.0
+    assert metrics["citation_precision"] == 0.0  # citing for an unanswerable question is never precise
+    assert metrics["retrieval_recall_at_k"] is None
+
+
+def test_overall_gives_no_free_pass_for_citing_nothing():
+    base = {name: 0.5 for name in ("json_validity", "sentiment_accuracy", "category_accuracy",
+                                   "escalation_accuracy", "answer_f1", "citation_recall", "abstention_f1")}
+    assert overall({**base, "citation_precision": None}) == pytest.approx(0.5 * 7 / 8)
+    no_gold = {**base, "citation_precision": None, "citation_recall": None}
+    assert overall(no_gold) == pytest.approx(0.5)
+
+
+def test_table_chart_and_report(tmp_path):
+    configs = {}
+    for name, value in (("base", 0.2), ("hybrid", 0.8)):
+        metrics = {m: value for m in ("overall", "json_validity", "category_accuracy")}
+        metrics.update({"answer_f1": None, "mean_latency_s": 3.0})
+        configs[name] = {"name": name, "n": 3, "metrics": metrics, "seconds": 9.0, "answers": []}
+    report = {"n": 3, "configurations": configs, "best_overall": "hybrid"}
+    table = markdown_table(report)
+    assert table.splitlines()[0] == "| metric | base | hybrid |"
+    assert "| overall | 0.200 | **0.800** |" in table
+    assert "answer_f1" not in table  # undefined everywhere: not shown
+    png = bar_chart(report, tmp_path / "chart.png", "test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path = write_report(report, tmp_path / "r" / "report.json")
+    assert json.loads(path.read_text())["best_overall"] == "hybrid"
