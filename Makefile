@@ -37,8 +37,18 @@ weaviate-start: setup
 weaviate-stop:
 	$(VENV)/bin/hybrid-assets weaviate stop
 
+# Each script replaces its own section of benchmarks/RESULTS.md. SHARED = the public datasets' folder.
+SHARED ?= ../shared/benchmarks
 benchmarks: setup
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/train.py
+	$(PY) benchmarks/serve.py
+	$(PY) benchmarks/evaluate.py sample
+	@if [ -d "$(SHARED)" ]; then \
+	  $(PY) benchmarks/evaluate.py mtrag --shared $(SHARED) && \
+	  $(PY) benchmarks/evaluate.py clapnq --shared $(SHARED) && \
+	  $(PY) benchmarks/evaluate.py banking77 --shared $(SHARED); \
+	else echo "skipping public benchmarks: $(SHARED) not found (set SHARED=...)"; fi
 
 # Re-resolve the lock file from requirements.txt (needs the package index).
 lock:

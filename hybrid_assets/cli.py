@@ -174,7 +174,7 @@ def train(max_steps, epochs, quantization, base_model, eval_limit, promote) -> N
         nonlocal bar
         if bar is None:
             bar = tqdm(total=step.total_steps, desc="training", unit="step", initial=step.step - 1)
-        bar.set_postfix(loss=f"{step.loss:.3f}")
+        bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
         bar.update(1)
 
     candidate = train_candidate(settings, config, on_step=progress,
@@ -193,6 +193,16 @@ def train(max_steps, epochs, quantization, base_model, eval_limit, promote) -> N
     click.echo(("PROMOTED " if passed else "NOT promoted: the gate failed ") + "; ".join(reasons))
     if not passed:
         sys.exit(1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.pass_context
+def raft(ctx) -> None:
+    """RAFT training data: `raft snapshot` (re-pin the corpus), `raft check`, `raft generate` (mine hard
+    negatives in Weaviate, write data/behaviour/raft_examples.jsonl). `raft --help` for options."""
+    from hybrid_assets.behaviour.raft import main as raft_main
+
+    sys.exit(raft_main(ctx.args))
 
 
 @main.command("eval")

@@ -14,8 +14,10 @@ format (``behaviour/dataset.py``):
 Hard negatives are mined with the same hybrid search (BM25 + vector) serving uses, in a real Weaviate,
 over a throw-away collection that holds the *pinned corpus snapshot* (``data/raft/corpus_snapshot.jsonl``),
 never the live documents: editing a document changes the knowledge index, not the behaviour data, so
-the two update paths stay independent. A distractor is never the oracle and never from the gold
-document (another chunk of the gold document could also answer the question).
+the two update paths stay independent. A distractor is never the oracle, never from the gold
+document (another chunk of it could also answer the question) and never a chunk of another document
+that restates the quote (``restating_chunks``): sample corpora repeat facts across documents, and a
+"no-oracle" example whose distractor still holds the answer would teach the model to refuse.
 
 The not-answerable target follows the escalation policy's first-match rule: rules 1-4 (security,
 outage, account manager, billing) are triggered by the ticket itself and still apply when the
@@ -138,6 +140,9 @@ class RaftConfig:
     p_no_oracle: float = 0.2  # fraction of examples whose oracle chunk is removed
     seed: int = 7
     alpha: float = 0.6  # hybrid search: 0 = BM25 only, 1 = vector only
+    # A chunk of another document with a sentence this similar to the quote restates the answer:
+    # never a distractor (1.0 disables the check; the quote itself is always excluded verbatim).
+    max_quote_similarity: float = 0.75
 
     def __post_init__(self) -> None:
         if self.distractors < 1:
@@ -146,6 +151,8 @@ class RaftConfig:
             raise ValueError(f"p_no_oracle must be in [0, 1], got {self.p_no_oracle}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 0.0 < self.max_quote_similarity <= 1.0:
+            raise ValueError(f"max_quote_similarity must be in (0, 1], got {self.max_quote_similarity}")
 
 
 @dataclass
@@ -153,6 +160,7 @@ class MiningResult:
     distractors: dict[str, list[str]]  # triple id -> distractor chunk ids, best first
     distractor_ranks: dict[str, list[int]]  # their 1-based ranks in the hybrid result list
     gold_rank: dict[str, int | None]  # rank of the oracle chunk (None: not in the result list)
+    restating: dict[str, list[str]] = field(default_factory=dict)  # chunks skipped: they restate the quote
     collection: str = ""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -327,8 +335,42 @@ def _load_snapshot_collection(client, name: str, snapshot: Sequence[SnapshotChun
     return collection
 
 
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def restating_chunks(embedder, triples: Sequence[Triple], snapshot: Sequence[SnapshotChunk],
+                     max_quote_similarity: float = 0.75) -> dict[str, set[str]]:
+    """triple id -> chunks of *other* documents that restate its answer: they contain the quote
+    (whitespace-normalised), or one of their sentences embeds within ``max_quote_similarity`` (cosine)
+    of the quote. Sample corpora repeat facts across documents (an FAQ, a pricing page and a product
+    page all give the SMS price); such a chunk is no negative, and without the oracle it would teach
+    the model to refuse a question its context answers. A false positive only costs one candidate."""
+    restating: dict[str, set[str]] = {t.id: set() for t in triples}
+    for triple in triples:
+        quote = normalise_space(triple.quote)
+        restating[triple.id] = {c.chunk_id for c in snapshot
+                                if c.doc_id != triple.gold_doc and quote in normalise_space(c.text)}
+    if max_quote_similarity >= 1.0 or not triples:
+        return restating
+    sentences, owners = [], []
+    for chunk in snapshot:
+        for sentence in SENTENCE_SPLIT.split(chunk.text):
+            if len(sentence.strip()) >= 12:
+                sentences.append(sentence.strip())
+                owners.append(chunk)
+    import numpy as np
+
+    # The embedder's vectors are normalised, so the dot product is the cosine.
+    similarity = np.asarray(embedder.embed([t.quote for t in triples])) @ np.asarray(embedder.embed(sentences)).T
+    for row, triple in zip(similarity, triples):
+        for index in np.flatnonzero(row >= max_quote_similarity):
+            if owners[index].doc_id != triple.gold_doc:
+                restating[triple.id].add(owners[index].chunk_id)
+    return restating
+
+
 def mine_with_ranks(client, embedder, triples: Sequence[Triple], snapshot: Sequence[SnapshotChunk], k: int,
-                    alpha: float = 0.6) -> MiningResult:
+                    alpha: float = 0.6, max_quote_similarity: float = 0.75) -> MiningResult:
     """Hard negatives for every triple, with the ranks behind them (see ``mine_distractors``)."""
     from hybrid_assets.store.collections import hybrid_search
 
@@ -340,11 +382,12 @@ def mine_with_ranks(client, embedder, triples: Sequence[Triple], snapshot: Seque
     per_doc: dict[str, int] = {}
     for chunk in snapshot:
         per_doc[chunk.doc_id] = per_doc.get(chunk.doc_id, 0) + 1
-    available = {t.id: len(snapshot) - per_doc[t.gold_doc] for t in triples}
+    restating = restating_chunks(embedder, triples, snapshot, max_quote_similarity)
+    available = {t.id: len(snapshot) - per_doc[t.gold_doc] - len(restating[t.id]) for t in triples}
     if short := [tid for tid, n in available.items() if n < k]:
-        raise RaftDataError(f"the snapshot has fewer than {k} chunks outside the gold document for {short}")
-    # Enough hits that k remain after dropping every chunk of the gold document.
-    limit = min(len(snapshot), k + max(per_doc.values()) + 5)
+        raise RaftDataError(f"the snapshot has fewer than {k} usable chunks outside the gold document for {short}")
+    # Enough hits that k remain after dropping the gold document's chunks and the restating ones.
+    limit = min(len(snapshot), k + max(per_doc.values()) + max(len(r) for r in restating.values()) + 5)
     name = f"{COLLECTION_PREFIX}{snapshot_hash(snapshot)[:12]}_{uuid.uuid4().hex[:6]}"
     result = MiningResult({}, {}, {}, collection=name)
     try:
@@ -355,8 +398,10 @@ def mine_with_ranks(client, embedder, triples: Sequence[Triple], snapshot: Seque
             ids = [h.chunk_id for h in hits]
             oracle = gold[triple.id].chunk_id
             result.gold_rank[triple.id] = ids.index(oracle) + 1 if oracle in ids else None
+            skip = restating[triple.id]
+            result.restating[triple.id] = [cid for cid in ids if cid in skip]
             chosen = [(rank, h.chunk_id) for rank, h in enumerate(hits, 1)
-                      if h.chunk_id != oracle and h.doc_id != triple.gold_doc][:k]
+                      if h.chunk_id != oracle and h.doc_id != triple.gold_doc and h.chunk_id not in skip][:k]
             if len(chosen) < k:
                 raise RuntimeError(f"triple {triple.id}: hybrid search returned only {len(chosen)} usable hits (need {k})")
             result.distractors[triple.id] = [cid for _, cid in chosen]
@@ -369,12 +414,13 @@ def mine_with_ranks(client, embedder, triples: Sequence[Triple], snapshot: Seque
 
 
 def mine_distractors(client, embedder, triples: Sequence[Triple], snapshot: Sequence[SnapshotChunk], k: int,
-                     alpha: float = 0.6) -> dict[str, list[str]]:
+                     alpha: float = 0.6, max_quote_similarity: float = 0.75) -> dict[str, list[str]]:
     """triple id -> ``k`` hard-negative chunk ids (best first): the top hybrid-search hits (BM25 + vector,
-    ``alpha``) for the question over the snapshot, skipping the oracle and every chunk of the gold
-    document. The snapshot is embedded with ``embedder`` into a throw-away collection
-    (``RaftSnapshot_<hash>_<random>``) on ``client``, deleted afterwards even on failure."""
-    return mine_with_ranks(client, embedder, triples, snapshot, k, alpha).distractors
+    ``alpha``) for the question over the snapshot, skipping the oracle, every chunk of the gold
+    document and every chunk that restates the quote (``restating_chunks``). The snapshot is embedded
+    with ``embedder`` into a throw-away collection (``RaftSnapshot_<hash>_<random>``) on ``client``,
+    deleted afterwards even on failure."""
+    return mine_with_ranks(client, embedder, triples, snapshot, k, alpha, max_quote_similarity).distractors
 
 
 # -- building examples ----------------------------------------------------------------------------
@@ -574,7 +620,8 @@ def generate_raft_file(triples_path: Path, snapshot_path: Path, out_path: Path, 
 
         embedder = Embedder(load_settings().embedding_model)
 
-    mining = mine_with_ranks(client, embedder, triples, snapshot, config.distractors + 1, config.alpha)
+    mining = mine_with_ranks(client, embedder, triples, snapshot, config.distractors + 1, config.alpha,
+                             config.max_quote_similarity)
     examples = build_raft_examples(triples, snapshot, mining.distractors, config)
     problems = validate_examples(examples, labels_path)
     if problems:
@@ -597,13 +644,15 @@ def generate_raft_file(triples_path: Path, snapshot_path: Path, out_path: Path, 
         "gold_recall_at_5": round(sum(r <= 5 for r in found) / len(gold_ranks), 3),
         "mean_gold_rank": round(sum(found) / len(found), 2) if found else None,
         "gold_not_retrieved": sum(r is None for r in gold_ranks),
+        "restating_chunks_skipped": sum(len(r) for r in mining.restating.values()),
+        "triples_with_restating_chunks": sum(bool(r) for r in mining.restating.values()),
         "snapshot_chunks": len(snapshot),
         "snapshot_sha256": snapshot_hash(snapshot)[:16],
         "collection": mining.collection,
         "mining_seconds": round(mining.seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
         "config": {"distractors": config.distractors, "p_no_oracle": config.p_no_oracle, "seed": config.seed,
-                   "alpha": config.alpha},
+                   "alpha": config.alpha, "max_quote_similarity": config.max_quote_similarity},
         "out": str(out_path),
     }
 
@@ -648,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen.add_argument("--p-no-oracle", type=float, default=RaftConfig.p_no_oracle)
     gen.add_argument("--seed", type=int, default=RaftConfig.seed)
     gen.add_argument("--alpha", type=float, default=RaftConfig.alpha)
+    gen.add_argument("--max-quote-similarity", type=float, default=RaftConfig.max_quote_similarity)
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     if args.command == "snapshot":
@@ -666,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from hybrid_assets.store.client import open_client
 
-    config = RaftConfig(args.distractors, args.p_no_oracle, args.seed, args.alpha)
+    config = RaftConfig(args.distractors, args.p_no_oracle, args.seed, args.alpha, args.max_quote_similarity)
     with open_client(settings) as client:
         stats = generate_raft_file(args.triples, args.snapshot, args.out, client, config)
     print(json.dumps(stats, indent=2))

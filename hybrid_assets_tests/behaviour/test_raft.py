@@ -34,6 +34,7 @@ from hybrid_assets.behaviour.raft import (
     load_triples,
     mine_with_ranks,
     resolve_gold_chunk,
+    restating_chunks,
     validate_examples,
 )
 from hybrid_assets.settings import PROJECT_ROOT
@@ -52,7 +53,8 @@ def _chunk(cid: str, doc: str, section: str, text: str) -> SnapshotChunk:
 
 
 SNAPSHOT = [
-    _chunk("c-void-1", "guides/voiding.md", "Time limits", "Labels can be voided within 28 days. USPS allows 30 days."),
+    _chunk("c-void-1", "guides/voiding.md", "Time limits", "Labels can be voided within 28 days. USPS allows 30 days. "
+           "The carrier must not have scanned the label."),
     _chunk("c-void-2", "guides/voiding.md", "Refunds", "The refund is automatic. It goes back to the card on file."),
     _chunk("c-rate-1", "product/rates.txt", "Limits", "Starter allows 60 requests per minute. Growth allows 300."),
     _chunk("c-sms-1", "pricing/sms.html", "SMS", "SMS notifications cost $0.02 per message on every plan."),
@@ -334,8 +336,9 @@ def test_the_shipped_raft_file_is_valid_behaviour_data_built_from_the_triples():
 
 
 # -- integration: mining in a real Weaviate ----------------------------------------------------------
-# Questions with distinctive vocabulary whose gold chunk hybrid search must rank near the top.
-MINING_SAMPLE = ("rt-0002", "rt-0046", "rt-0062", "rt-0159", "rt-0191")
+# Five questions from five documents whose gold chunk hybrid search must rank near the top; rt-0014
+# (free trial, from the FAQ) is restated by the getting-started guide and the pricing page.
+MINING_SAMPLE = ("rt-0002", "rt-0014", "rt-0040", "rt-0062", "rt-0076")
 
 
 @pytest.mark.integration
@@ -347,7 +350,8 @@ def test_mined_distractors_are_hard_negatives_from_other_documents(client, setti
     triples = [by_id[tid] for tid in MINING_SAMPLE]
     chunks = {c.chunk_id: c for c in snapshot}
 
-    result = mine_with_ranks(client, Embedder(settings.embedding_model), triples, snapshot, k=4, alpha=0.6)
+    embedder = Embedder(settings.embedding_model)
+    result = mine_with_ranks(client, embedder, triples, snapshot, k=4, alpha=0.6, max_quote_similarity=0.75)
 
     assert not [name for name in client.collections.list_all() if name.startswith("RaftSnapshot_")]
     assert set(result.distractors) == set(MINING_SAMPLE)
@@ -361,4 +365,20 @@ def test_mined_distractors_are_hard_negatives_from_other_documents(client, setti
         # sanity of the mining: the question finds its own gold chunk near the top
         assert result.gold_rank[triple.id] is not None and result.gold_rank[triple.id] <= 3, (
             triple.id, result.gold_rank[triple.id])
+    # chunks of other documents that restate the answer are never distractors
+    restating = restating_chunks(embedder, triples, snapshot, 0.75)
+    trial_elsewhere = {chunks[cid].doc_id for cid in restating["rt-0014"]}
+    assert {"guides/getting-started.pdf", "pricing/plans-and-pricing.html"} <= trial_elsewhere
+    for triple in triples:
+        assert not set(result.distractors[triple.id]) & restating[triple.id], triple.id
     print(f"\ngold ranks: {result.gold_rank}; distractor ranks: {result.distractor_ranks}")
+
+
+def test_restating_chunks_catch_verbatim_copies_without_a_model():
+    class NoModel:  # the verbatim check needs no embeddings
+        def embed(self, texts):
+            raise AssertionError("not called with max_quote_similarity=1.0")
+
+    copy = _chunk("c-copy", "guides/faq.md", "FAQ", "Q: Refunds? A: The refund is automatic. Nothing to do.")
+    restating = restating_chunks(NoModel(), TRIPLES[:2], SNAPSHOT + [copy], max_quote_similarity=1.0)
+    assert restating == {"rt-0001": set(), "rt-0002": {"c-copy"}}

