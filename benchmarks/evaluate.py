@@ -129,7 +129,7 @@ def cmd_raft(args) -> None:
     path = _save({**merged, "best_overall": max(merged["configurations"], key=lambda n: merged["configurations"][n]["metrics"]["overall"])}, "raft_vs_no_raft")
     say(markdown_table(merged))
     body = f"""The hybrid configuration (adapter + retrieval) on the same held-out tickets (n={len(cases)}) with two adapters
-trained with the same budget (38 steps x 8 examples): `{args.without.name}` on tickets + intents only, and
+trained with the same default config (64 steps x 4 examples): `{args.without.name}` on tickets + intents only, and
 `{args.with_raft.name}` with the RAFT examples (`data/behaviour/raft_examples.jsonl`) added. Report: `{path.relative_to(REPO)}`.
 
 {markdown_table(merged)}

@@ -80,33 +80,37 @@ def main() -> None:
     print(f"\nDagster runs recorded in {os.environ['DAGSTER_HOME']}; browse them with `make dev`.")
 
 
-def _up_to_date_adapter(settings):
-    """The promoted adapter when it was trained on exactly the current behaviour data with the default
-    config: then the behaviour path has nothing to do (unchanged data never retrains)."""
+def _already_trained(settings):
+    """(version, promoted) of the newest adapter trained on exactly the current behaviour data with the
+    default config, or (None, False): then the behaviour path has nothing to do (unchanged data never
+    retrains, whether or not that adapter passed the promotion gate)."""
     from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
     from hybrid_assets.behaviour.registry import AdapterRegistry
     from hybrid_assets.behaviour.train import TrainConfig
 
-    current = AdapterRegistry(settings.adapters_dir).current()
-    if current is None:
-        return None
+    registry = AdapterRegistry(settings.adapters_dir)
     version = dataset_version(find_behaviour_files(settings.behaviour_dir))
-    config = TrainConfig(base_model=settings.base_model)
-    trained_with = current.lineage.get("train_config", {})
-    same_config = {k: v for k, v in config.to_dict().items()} == {
-        k: (list(v) if isinstance(v, tuple) else v) for k, v in trained_with.items() if k in config.to_dict()}
-    return current if current.lineage.get("dataset_version") == version and same_config else None
+    wanted = TrainConfig(base_model=settings.base_model).to_dict()
+    current = registry.current()
+    for candidate in reversed(registry.list_versions()):
+        trained_with = candidate.lineage.get("train_config", {})
+        same_config = all(trained_with.get(k) == v for k, v in wanted.items())
+        if candidate.lineage.get("dataset_version") == version and same_config:
+            return candidate, current is not None and current.version_id == candidate.version_id
+    return None, False
 
 
 def behaviour_stage(defs, instance, settings) -> None:
+    from hybrid_assets.behaviour.evaluate import promotion_gate
     from hybrid_assets.behaviour.pipeline import comparison_table
     from hybrid_assets.defs.behaviour.automation import current_version
 
     _banner("Behaviour path: behaviour data -> SFT -> QLoRA adapter -> eval vs base -> promotion gate")
-    current = _up_to_date_adapter(settings)
-    if current is not None:
-        print(f"behaviour data unchanged since adapter {current.version_id} was trained: nothing to do")
-        metrics = current.lineage["metrics"]
+    existing, promoted = _already_trained(settings)
+    if existing is not None:
+        print(f"behaviour data unchanged since adapter {existing.version_id} was trained: nothing to do "
+              f"({'promoted' if promoted else 'not promoted: it did not pass the gate'})")
+        metrics = existing.lineage["metrics"]
     else:
         instance.report_runless_asset_event(_behaviour_observation(current_version()))
         print("training the default adapter (about 15 minutes on a 2-core CPU; progress is logged)...", flush=True)
@@ -118,8 +122,10 @@ def behaviour_stage(defs, instance, settings) -> None:
         metrics = {"base": output["base"], "adapter": output["adapter"]}
         promoted = "promoted_adapter" in nodes
         print(f"adapter {output['version_id']} " + ("PROMOTED" if promoted else "NOT promoted (gate failed)"))
-    print(f"\nbase vs adapter on the held-out eval subset ({metrics['adapter']['n']} records, greedy, unconstrained):")
+    print(f"\nbase vs adapter on the held-out eval subset ({metrics['adapter']['n']} records, greedy, "
+          "schema-constrained as served):")
     print(comparison_table(metrics["base"], metrics["adapter"]))
+    print("gate: " + "; ".join(promotion_gate(metrics["base"], metrics["adapter"])[1]))
 
 
 def _behaviour_observation(version: str):

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # Evaluating on the whole eval split costs minutes per model on a 2-core CPU; the default evaluates
 # a fixed, content-hash-chosen subset (the same one every run, so figures stay comparable).
 DEFAULT_EVAL_LIMIT = 32
-EVAL_MAX_NEW_TOKENS = 320  # a full answer is ~150-250 tokens; a model that rambles past this is invalid anyway
+EVAL_MAX_NEW_TOKENS = 320  # a full answer is ~150-280 tokens; a model that rambles past this is invalid
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def eval_subset(records: Sequence[BehaviourRecord], limit: int) -> list[Behaviou
 
 
 def _base_eval_cache(settings: Settings, base_model: str, records: Sequence[BehaviourRecord]) -> Path:
-    key = hashlib.sha256(json.dumps([base_model, EVAL_MAX_NEW_TOKENS, [r.target + r.ticket for r in records]])
+    key = hashlib.sha256(json.dumps([base_model, EVAL_MAX_NEW_TOKENS, "constrained", [r.target + r.ticket for r in records]])
                          .encode()).hexdigest()[:16]
     return settings.adapters_dir / "base_eval" / f"{key}.json"
 

@@ -43,6 +43,7 @@ def hybrid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
     return dg.MaterializeResult(metadata={
         "n": report["n"],
         "adapter": report["adapter"],
+        "adapter_status": report.get("adapter_status"),
         "best_overall": report["best_overall"],
         "hybrid_overall": hybrid["overall"],
         "table": dg.MetadataValue.md(markdown_table(report)),

@@ -27,12 +27,12 @@ def answer_samples(context: dg.AssetExecutionContext, weaviate: WeaviateResource
     path = load_settings().data_dir / "serving" / "sample_tickets.jsonl"
     tickets = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     engine = AnswerEngine(settings, load_labels(settings))
-    results = []
     with weaviate.client() as client:
-        for item in tickets:
-            result = engine.answer(client, item["ticket"], item.get("customer_id"))
-            context.log.info(f"{item['ticket'][:60]}... -> {result.answer['category']}/{result.answer['escalation']['level']}")
-            results.append({"ticket": item["ticket"], "customer_id": item.get("customer_id"), **result.to_dict()})
+        answered = engine.answer_many(client, tickets)  # one batched generation
+    results = []
+    for item, result in zip(tickets, answered):
+        context.log.info(f"{item['ticket'][:60]}... -> {result.answer['category']}/{result.answer['escalation']['level']}")
+        results.append({"ticket": item["ticket"], "customer_id": item.get("customer_id"), **result.to_dict()})
     table = "\n".join(
         f"| {r['ticket'][:50]}… | {r['answer']['category']} | {r['answer']['escalation']['level']} | "
         f"{r['answer']['answerable']} | {', '.join(s['doc_id'] for s in r['sources']) or '—'} |"

@@ -55,21 +55,38 @@ def sample_cases(settings: Settings, limit: int = DEFAULT_SAMPLE_LIMIT, data_dir
     return cases
 
 
-def promoted_adapter_dir(settings: Settings) -> Path | None:
+def adapter_for_evaluation(settings: Settings) -> Path | None:
+    """The promoted adapter; when none is promoted (every candidate so far failed the gate), the newest
+    candidate, so the comparison still shows what fine-tuning does. The report names which one."""
     from hybrid_assets.behaviour.registry import AdapterRegistry
 
+    registry = AdapterRegistry(settings.adapters_dir)
+    current = registry.current()
+    if current is not None:
+        return current.path
+    versions = registry.list_versions()
+    return versions[-1].path if versions else None
+
+
+def _adapter_status(settings: Settings, adapter_dir: Path | None) -> str:
+    from hybrid_assets.behaviour.registry import AdapterRegistry
+
+    if adapter_dir is None:
+        return "none"
     current = AdapterRegistry(settings.adapters_dir).current()
-    return current.path if current else None
+    promoted = current is not None and Path(current.path).resolve() == Path(adapter_dir).resolve()
+    return "promoted" if promoted else "candidate (not promoted)"
 
 
 def evaluate_sample(settings: Settings, client, *, limit: int = DEFAULT_SAMPLE_LIMIT, adapter_dir: Path | None = None,
                     engine=None, progress: Callable[[str], None] | None = None) -> dict:
     from hybrid_assets.serving.engine import AnswerEngine, load_labels
 
-    adapter_dir = adapter_dir or promoted_adapter_dir(settings)
+    adapter_dir = adapter_dir or adapter_for_evaluation(settings)
     engine = engine or AnswerEngine(settings, load_labels(settings))
     report = compare(engine, client, sample_cases(settings, limit), adapter_dir, progress=progress)
     report["dataset"] = {"name": "sample-company", "format": "native", "n": report["n"]}
+    report["adapter_status"] = _adapter_status(settings, adapter_dir)
     return report
 
 
@@ -113,7 +130,7 @@ def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit:
     full = load_eval_dataset(path, fmt)
     items = load_eval_dataset(path, fmt, limit=limit).items if limit else full.items
     labels = labels or load_labels(settings)
-    adapter_dir = adapter_dir or promoted_adapter_dir(settings)
+    adapter_dir = adapter_dir or adapter_for_evaluation(settings)
     engine = engine or AnswerEngine(settings, labels)
     retriever, configurations = None, configurations
     if full.passages:
@@ -129,6 +146,7 @@ def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit:
                      progress=progress)
     report["dataset"] = {"name": full.name, "format": fmt, "path": str(path), "n": len(items),
                          "passages": len(full.passages)}
+    report["adapter_status"] = _adapter_status(settings, adapter_dir)
     return report
 
 

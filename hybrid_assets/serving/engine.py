@@ -214,8 +214,9 @@ class AnswerEngine:
             answer=answer,
             sources=sources,
             adapter_version=version,
-            collection=next(iter(retrieved.hits.values())).collection if retrieved.hits
-            else knowledge_collection_name(self.settings.embedding_model),
+            # the shared collection that answered (account chunks come from the customer's tenant)
+            collection=next((h.collection for h in retrieved.hits.values() if not h.tenant),
+                            knowledge_collection_name(self.settings.embedding_model)),
             retrieval_ms=retrieved.seconds * 1000,
             generation_ms=generation_s * 1000,
             generated_tokens=tokens,

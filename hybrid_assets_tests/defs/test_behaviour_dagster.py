@@ -39,7 +39,8 @@ def test_behaviour_job_trains_registers_and_the_gate_blocks_promotion(tmp_path, 
     assert dataset_meta["records"].value > 0 and dataset_meta["eval"].value > 0
 
     adapter_meta = result.asset_materializations_for_node("support_adapter")[0].metadata
-    assert adapter_meta["train_steps"].value == 1 and adapter_meta["eval_records"].value == 2
+    assert adapter_meta["train_steps"].value == 1
+    assert adapter_meta["eval_records"].value == min(2, dataset_meta["eval"].value)
     assert "| json_validity |" in adapter_meta["base_vs_adapter"].value
 
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
