@@ -91,14 +91,21 @@ def cmd_sample(args) -> None:
     from hybrid_assets.evaluation.runner import evaluate_sample
 
     started = time.perf_counter()
-    with private_stack(ingest_sample=True) as (settings, client):
-        report = evaluate_sample(settings, client, limit=args.limit, adapter_dir=args.adapter, progress=say)
+    if args.from_report:  # the report `make demo` / `hybrid-assets eval` already wrote: no second run
+        report = json.loads(args.from_report.read_text(encoding="utf-8"))
+        command = f"hybrid-assets eval --limit {report['n']}  (report taken from {args.from_report})"
+        seconds = sum(c["seconds"] for c in report["configurations"].values())
+    else:
+        with private_stack(ingest_sample=True) as (settings, client):
+            report = evaluate_sample(settings, client, limit=args.limit, adapter_dir=args.adapter, progress=say)
+        command = f".venv/bin/python benchmarks/evaluate.py sample --limit {args.limit}"
+        seconds = time.perf_counter() - started
     path = _save(report, "sample_company")
-    seconds = time.perf_counter() - started
     say(markdown_table(report))
     hybrid_best = report["best_overall"] == "hybrid"
     body = f"""Held-out tickets of the sample company (n={report['n']}; the behaviour eval split, ticket records only),
-live retrieval k={report['k']}, adapter `{Path(report['adapter']).name if report['adapter'] else 'none'}`; all four run
+live retrieval k={report['k']}, adapter `{Path(report['adapter']).name if report['adapter'] else 'none'}`
+({report.get('adapter_status', 'promoted')}); all four run
 through the serving engine with schema-constrained greedy decoding. Report: `{path.relative_to(REPO)}` (+ PNG).
 
 {markdown_table(report)}
@@ -107,7 +114,7 @@ Best overall: **{report['best_overall']}**{'' if hybrid_best else ' — the hybr
 """
     update_results(args.out, "## Four configurations on the sample company (benchmarks/evaluate.py sample)",
                    _section("Four configurations on the sample company (benchmarks/evaluate.py sample)",
-                            f".venv/bin/python benchmarks/evaluate.py sample --limit {args.limit}", seconds, body))
+                            command, seconds, body))
 
 
 def cmd_raft(args) -> None:
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sample")
     p.add_argument("--limit", type=int, default=24)
     p.add_argument("--adapter", type=Path, default=None)
+    p.add_argument("--from-report", type=Path, default=None, help="write the section from an existing report")
     p = sub.add_parser("raft")
     p.add_argument("--without", type=Path, required=True)
     p.add_argument("--with", dest="with_raft", type=Path, required=True)
