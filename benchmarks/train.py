@@ -72,20 +72,18 @@ def run_trl(steps: int, out: Path) -> dict:
         "input_ids": [row["input_ids"] for row in run.rows],
         "completion_mask": [[int(label != IGNORE_INDEX) for label in row["labels"]] for row in run.rows],
     })
-    counted = {"tokens": 0}
-
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.step_started, self.seconds, self.tokens, self.steps, self.loss = 0.0, 0.0, 0, 0, None
 
         def on_step_begin(self, args, state, control, **kwargs):
-            counted["tokens"] = 0
+            self.seen_before = state.num_input_tokens_seen
             self.step_started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step > 1:  # step 1 is warm-up, as for our loop
                 self.seconds += time.perf_counter() - self.step_started
-                self.tokens += counted["tokens"]
+                self.tokens += state.num_input_tokens_seen - self.seen_before
                 self.steps += 1
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -100,7 +98,7 @@ def run_trl(steps: int, out: Path) -> dict:
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate,
         lr_scheduler_type="cosine",
-        warmup_ratio=config.warmup_ratio,
+        warmup_steps=max(1, int(steps * config.warmup_ratio)),  # ours: the same linear warm-up length
         max_grad_norm=config.max_grad_norm,
         max_length=config.max_length,
         seed=config.seed,
@@ -112,18 +110,10 @@ def run_trl(steps: int, out: Path) -> dict:
         report_to=[],
         dataloader_num_workers=0,
         gradient_checkpointing=config.gradient_checkpointing,
+        include_num_input_tokens_seen="non_padding",  # the same token count as ours: no padding
     )
     trainer = SFTTrainer(model=run.model, args=args, train_dataset=dataset, processing_class=run.tokenizer,
                          callbacks=[timer])
-    collate = trainer.data_collator
-
-    def counting_collator(examples):
-        batch = collate(examples)
-        counted["tokens"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else sum(
-            len(e["input_ids"]) for e in examples)
-        return batch
-
-    trainer.data_collator = counting_collator
     trainer.train()
     return {"tokens": timer.tokens, "seconds": timer.seconds, "steps": timer.steps, "peak_rss_mb": _peak_rss_mb(),
             "final_loss": timer.loss}
