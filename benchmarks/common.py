@@ -1,11 +1,49 @@
-"""Shared by the benchmark scripts: a one-line machine description, percentiles, and RESULTS.md
-updates that replace only the script's own section (so each script can be rerun alone)."""
+"""Shared by the benchmark scripts: a one-line machine description, percentiles, RESULTS.md updates
+that replace only the script's own section (so each script can be rerun alone), and a private stack
+(data copy + own Weaviate) so a benchmark never touches the live data/weaviate."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def private_stack(http_port: int, grpc_port: int, ingest_sample: bool):
+    """Yield (settings, client) on a temp copy of data/ (knowledge, behaviour, adapters; no staging)
+    served by its own embedded Weaviate on the given ports, stopped and deleted at the end. With
+    ``ingest_sample`` the sample company's documents and accounts are ingested first."""
+    from hybrid_assets.knowledge.pipeline import ingest_knowledge
+    from hybrid_assets.settings import load_settings
+    from hybrid_assets.store.client import open_client
+    from hybrid_assets.store.server import EmbeddedServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        for part in ("knowledge/docs", "knowledge/accounts", "behaviour", "adapters"):
+            if (REPO / "data" / part).exists():
+                shutil.copytree(REPO / "data" / part, data / part, ignore=shutil.ignore_patterns("staging"))
+        os.environ.update({"HYBRID_DATA_DIR": str(data), "WEAVIATE_HTTP_PORT": str(http_port),
+                           "WEAVIATE_GRPC_PORT": str(grpc_port)})
+        for name in ("WEAVIATE_URL", "HYBRID_API_TOKEN"):  # never a remote server, never a token
+            os.environ.pop(name, None)
+        settings = load_settings()
+        server = EmbeddedServer(binary=EmbeddedServer.from_settings(settings).binary, data_dir=Path(tmp) / "weaviate",
+                                http_port=http_port, grpc_port=grpc_port)
+        server.start()
+        try:
+            with open_client(settings, start_embedded=False) as client:
+                if ingest_sample:
+                    ingest_knowledge(client, settings)
+                yield settings, client
+        finally:
+            server.stop()
 
 
 def machine() -> str:

@@ -16,10 +16,7 @@ not part of the project): e.g. ../shared/benchmarks.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -29,45 +26,17 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import common  # noqa: E402
 from benchmarks.common import machine, update_results  # noqa: E402
-from hybrid_assets.settings import apply_offline_env, load_settings  # noqa: E402
+from hybrid_assets.settings import apply_offline_env  # noqa: E402
 
 HTTP_PORT, GRPC_PORT = 8579, 50579
 OUT = REPO / "benchmarks" / "RESULTS.md"
 REPORTS = REPO / "benchmarks" / "reports"
 
 
-@contextlib.contextmanager
 def private_stack(ingest_sample: bool):
-    """A temp data folder (sample knowledge + behaviour + adapters) and its own Weaviate server."""
-    from hybrid_assets.store.client import open_client
-    from hybrid_assets.store.server import EmbeddedServer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        for part in ("knowledge/docs", "knowledge/accounts", "behaviour", "adapters"):
-            if (REPO / "data" / part).exists():
-                shutil.copytree(REPO / "data" / part, data / part, ignore=shutil.ignore_patterns("staging"))
-        os.environ.update({"HYBRID_DATA_DIR": str(data), "WEAVIATE_HTTP_PORT": str(HTTP_PORT),
-                           "WEAVIATE_GRPC_PORT": str(GRPC_PORT)})
-        os.environ.pop("WEAVIATE_URL", None)
-        settings = load_settings()
-        server = EmbeddedServer(binary=EmbeddedServer.from_settings(settings).binary, data_dir=Path(tmp) / "weaviate",
-                                http_port=HTTP_PORT, grpc_port=GRPC_PORT)
-        server.start()
-        try:
-            with open_client(settings, start_embedded=False) as client:
-                if ingest_sample:
-                    from hybrid_assets.knowledge.accounts import load_accounts
-                    from hybrid_assets.knowledge.documents import scan_documents
-                    from hybrid_assets.knowledge.pipeline import build_document_chunks, index_accounts, index_documents
-
-                    chunking = build_document_chunks(scan_documents(settings.docs_dir), settings.cache_dir)
-                    index_documents(client, settings, chunking)
-                    index_accounts(client, settings, load_accounts(settings.accounts_dir))
-                yield settings, client
-        finally:
-            server.stop()
+    return common.private_stack(HTTP_PORT, GRPC_PORT, ingest_sample)
 
 
 def say(line: str) -> None:

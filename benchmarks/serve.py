@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import machine, pct, update_results  # noqa: E402
-from hybrid_assets.settings import apply_offline_env, load_settings  # noqa: E402
+from benchmarks.common import machine, pct, private_stack, update_results  # noqa: E402
+from hybrid_assets.settings import apply_offline_env  # noqa: E402
 
 SECTION = "## Serving (benchmarks/serve.py)"
 HTTP_PORT, GRPC_PORT, API_PORT = 8479, 50479, 8497
@@ -40,32 +38,6 @@ EXTRA = [
     {"ticket": "Our Shopify orders with many line items arrive without their items. Known problem?", "customer_id": "C1004"},
     {"ticket": "Which plan do we have and when is our renewal?", "customer_id": "C1010"},
 ]
-
-
-def prepare(tmp: Path, monkeypatch_env: dict) -> None:
-    """Private data copy (knowledge, behaviour labels, adapters) + env pointing at it."""
-    import os
-
-    data = tmp / "data"
-    for part in ("knowledge/docs", "knowledge/accounts", "behaviour", "adapters"):
-        if (REPO / "data" / part).exists():
-            shutil.copytree(REPO / "data" / part, data / part, ignore=shutil.ignore_patterns("staging"))
-    monkeypatch_env.update({"HYBRID_DATA_DIR": str(data), "WEAVIATE_HTTP_PORT": str(HTTP_PORT),
-                            "WEAVIATE_GRPC_PORT": str(GRPC_PORT)})
-    os.environ.update(monkeypatch_env)
-    os.environ.pop("WEAVIATE_URL", None)
-    os.environ.pop("HYBRID_API_TOKEN", None)
-
-
-def ingest(settings) -> None:
-    from hybrid_assets.knowledge.accounts import load_accounts
-    from hybrid_assets.knowledge.documents import scan_documents
-    from hybrid_assets.knowledge.pipeline import build_document_chunks, index_accounts, index_documents
-    from hybrid_assets.store.client import open_client
-
-    with open_client(settings, start_embedded=False) as client:
-        index_documents(client, settings, build_document_chunks(scan_documents(settings.docs_dir), settings.cache_dir))
-        index_accounts(client, settings, load_accounts(settings.accounts_dir))
 
 
 def constrained_vs_free(engine, client, requests: list[dict]) -> dict:
@@ -160,32 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
     began = time.perf_counter()
     from hybrid_assets.serving.engine import AnswerEngine, load_labels
-    from hybrid_assets.store.client import open_client
-    from hybrid_assets.store.server import EmbeddedServer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prepare(Path(tmp), {})
-        settings = load_settings()
-        server = EmbeddedServer(binary=EmbeddedServer.from_settings(settings).binary, data_dir=Path(tmp) / "weaviate",
-                                http_port=HTTP_PORT, grpc_port=GRPC_PORT)
-        server.start()
-        try:
-            ingest(settings)
-            engine = AnswerEngine(settings, load_labels(settings))
-            with open_client(settings, start_embedded=False) as client:
-                engine.answer(client, "warm-up: where is my parcel?")  # model load, grammar compile
-                adapter = engine.adapter_version
-                print(f"adapter: {adapter or '(base model)'}", flush=True)
-                decoding = constrained_vs_free(engine, client, TICKETS[:3] + EXTRA[:1])
-                print(f"constrained {decoding['constrained_tps']:.1f} tok/s vs unconstrained "
-                      f"{decoding['unconstrained_tps']:.1f} tok/s: ratio {decoding['ratio']:.2f}", flush=True)
-                lat = latency(engine, client, TICKETS + EXTRA)
-                print(f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms (retrieval p50 "
-                      f"{lat['retrieval_p50']:.0f} ms, generation p50 {lat['generation_p50']:.0f} ms)", flush=True)
-            load = load_test(engine, settings, args.requests)
-            print(f"8 clients: {load['requests_per_s']:.3f} req/s, {load['errors']} errors", flush=True)
-        finally:
-            server.stop()
+    with private_stack(HTTP_PORT, GRPC_PORT, ingest_sample=True) as (settings, client):
+        engine = AnswerEngine(settings, load_labels(settings))
+        engine.answer(client, "warm-up: where is my parcel?")  # model load, grammar compile
+        adapter = engine.adapter_version
+        print(f"adapter: {adapter or '(base model)'}", flush=True)
+        decoding = constrained_vs_free(engine, client, TICKETS[:3] + EXTRA[:1])
+        print(f"constrained {decoding['constrained_tps']:.1f} tok/s vs unconstrained "
+              f"{decoding['unconstrained_tps']:.1f} tok/s: ratio {decoding['ratio']:.2f}", flush=True)
+        lat = latency(engine, client, TICKETS + EXTRA)
+        print(f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms (retrieval p50 "
+              f"{lat['retrieval_p50']:.0f} ms, generation p50 {lat['generation_p50']:.0f} ms)", flush=True)
+        load = load_test(engine, settings, args.requests)
+        print(f"8 clients: {load['requests_per_s']:.3f} req/s, {load['errors']} errors", flush=True)
 
     section = f"""{SECTION}
 

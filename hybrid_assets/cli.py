@@ -66,21 +66,18 @@ def weaviate_status() -> None:
 @main.command()
 def ingest() -> None:
     """Run the knowledge path once (parse, chunk, embed, sync) without Dagster."""
-    from hybrid_assets.knowledge.accounts import load_accounts
-    from hybrid_assets.knowledge.documents import scan_documents
-    from hybrid_assets.knowledge.pipeline import build_document_chunks, index_accounts, index_documents
+    from hybrid_assets.knowledge.pipeline import ingest_knowledge
     from hybrid_assets.store.client import open_client
 
     settings = load_settings()
-    chunking = build_document_chunks(scan_documents(settings.docs_dir), settings.cache_dir, show_progress=True)
+    with open_client(settings) as client:
+        ingested = ingest_knowledge(client, settings, show_progress=True)
+    chunking, report = ingested.chunking, ingested.documents
     for doc_id, reason in sorted(chunking.failures.items()):
         click.secho(f"parse failure: {doc_id}: {reason}", fg="yellow")
-    with open_client(settings) as client:
-        report = index_documents(client, settings, chunking, show_progress=True)
-        accounts = index_accounts(client, settings, load_accounts(settings.accounts_dir))
     click.echo(
         f"documents: {chunking.chunk_count} chunks; {len(report.inserted)} written, {len(report.deleted)} deleted, "
-        f"{report.unchanged_docs} documents unchanged; accounts: {len(accounts)} tenants"
+        f"{report.unchanged_docs} documents unchanged; accounts: {len(ingested.accounts)} tenants"
     )
 
 
@@ -148,10 +145,12 @@ def ask(ticket: str, customer_id: str | None, as_json: bool, k: int, no_adapter:
 @click.option("--epochs", type=float, default=None, help="Passes over the train split when --max-steps is not set.")
 @click.option("--quantization", type=click.Choice(["nf4", "none"]), default=None, help="nf4 = QLoRA, none = plain LoRA.")
 @click.option("--base-model", default=None, help="HF model id or local path (default: HYBRID_BASE_MODEL).")
+@click.option("--decision-weight", type=float, default=None,
+              help="Loss weight of the decision tokens (sentiment, category, answerable, escalation); 1 = plain SFT.")
 @click.option("--eval-limit", type=int, default=None, help="Eval records for base vs adapter (0 = whole eval split).")
 @click.option("--promote/--no-promote", default=True, show_default=True,
               help="Promote the adapter when it passes the gate (beats the base on the eval split).")
-def train(max_steps, epochs, quantization, base_model, eval_limit, promote) -> None:
+def train(max_steps, epochs, quantization, base_model, decision_weight, eval_limit, promote) -> None:
     """Train a QLoRA adapter on data/behaviour, evaluate it against the base, register it (and promote it
     only if it passes the gate). Resumes an interrupted run with the same data and config."""
     from dataclasses import replace
@@ -163,7 +162,8 @@ def train(max_steps, epochs, quantization, base_model, eval_limit, promote) -> N
 
     settings = load_settings()
     overrides = {k: v for k, v in {"max_steps": max_steps, "epochs": epochs, "quantization": quantization,
-                                   "base_model": base_model}.items() if v is not None}
+                                   "base_model": base_model, "decision_weight": decision_weight}.items()
+                 if v is not None}
     try:
         config = replace(TrainConfig(), **overrides)
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """Chat-formatted SFT examples: the prompt from ``prompting.build_messages`` (exactly what serving
 sends) and the canonical answer JSON as the assistant turn, tokenised with the base model's own chat
 template. Loss is on the assistant tokens only (answer + end-of-turn token): the model should learn
-to answer, not to reproduce prompts.
+to answer, not to reproduce prompts. Each example also records how many of its first answer tokens
+are the decisions (``decision_tokens``), which training may weight up (``TrainConfig.decision_weight``).
 
 When an example is longer than ``max_length`` the *context passages* are shortened (longest first),
 never the ticket or the answer: a truncated target would teach the model to stop mid-JSON.
@@ -51,6 +52,15 @@ def encode_example(tokenizer, messages: list[dict], target: str) -> tuple[list[i
     return prompt + reply, [IGNORE_INDEX] * len(prompt) + reply
 
 
+def decision_token_count(tokenizer, target: str) -> int:
+    """How many leading answer tokens hold the decisions (sentiment, category, answerable and the
+    escalation level): the schema writes them first, so they are the prefix up to ``"reason"``."""
+    end = target.find('"reason"')
+    if end <= 0:
+        return 0
+    return len(tokenizer(target[:end], add_special_tokens=False)["input_ids"])
+
+
 def _caps_to_remove(lengths: list[int], remove: int) -> list[int]:
     """New token budgets that remove at least ``remove`` tokens, cutting the longest passages first
     (water filling), so a short but relevant passage survives a long irrelevant one."""
@@ -89,6 +99,7 @@ def tokenize_record(record: BehaviourRecord, tokenizer, labels: LabelSpace, max_
         "length": len(input_ids),
         "record_id": record.id,
         "context_truncated": truncated,
+        "decision_tokens": decision_token_count(tokenizer, record.target),
     }
 
 
@@ -105,5 +116,5 @@ def build_sft_dataset(records: Iterable[BehaviourRecord], tokenizer, labels: Lab
             rows.append(row)
     if skipped:
         log.warning("%d record(s) do not fit in %d tokens even without context: %s", len(skipped), max_length, skipped)
-    columns = ("input_ids", "labels", "length", "record_id", "context_truncated")
+    columns = ("input_ids", "labels", "length", "record_id", "context_truncated", "decision_tokens")
     return Dataset.from_dict({name: [row[name] for row in rows] for name in columns})

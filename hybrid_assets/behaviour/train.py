@@ -73,6 +73,11 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False  # saves memory, costs ~30% more compute; off for a 135M model
+    # Loss weight of the decision tokens (sentiment, category, answerable, escalation level) relative
+    # to the prose. They are ~25 of ~250 answer tokens, so plain SFT spends most of a small step budget
+    # on the reply's wording while the decisions are what the gate and the agents depend on.
+    # 1.0 = plain SFT. The loss stays a weighted mean, so the learning rate means the same.
+    decision_weight: float = 4.0
 
     def __post_init__(self) -> None:
         if self.quantization not in ("nf4", "none"):
@@ -87,6 +92,8 @@ class TrainConfig:
             raise ValueError("set max_steps > 0 or epochs > 0")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.decision_weight <= 0:
+            raise ValueError(f"decision_weight must be > 0, got {self.decision_weight}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.target_modules:
@@ -177,19 +184,35 @@ def plan_steps(lengths: list[int], config: TrainConfig) -> list[list[list[int]]]
     return [micro[i:i + config.grad_accum] for i in range(0, len(micro), config.grad_accum)]
 
 
-def collate(rows: list[dict], pad_id: int):
+def collate(rows: list[dict], pad_id: int, decision_weight: float = 1.0):
+    """Padded (input_ids, attention, labels, weights); ``weights`` is the per-label loss weight:
+    ``decision_weight`` on each row's first ``decision_tokens`` answer tokens, 1 elsewhere."""
     import torch
 
     width = max(len(row["input_ids"]) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
+    weights = torch.ones((len(rows), width), dtype=torch.float32)
     for i, row in enumerate(rows):
         n = len(row["input_ids"])
         input_ids[i, :n] = torch.tensor(row["input_ids"])
         labels[i, :n] = torch.tensor(row["labels"])
         attention[i, :n] = 1
-    return input_ids, attention, labels
+        start = next((j for j, t in enumerate(row["labels"]) if t != IGNORE_INDEX), n)
+        weights[i, start:start + row.get("decision_tokens", 0)] = decision_weight
+    return input_ids, attention, labels, weights
+
+
+def step_weight_total(rows: list[dict], decision_weight: float) -> float:
+    """Sum of the loss weights of a step's answer tokens (the weighted-mean denominator).
+    Labels are shifted by one in the loss, so the first label of a row never counts."""
+    total = 0.0
+    for row in rows:
+        answer = sum(1 for t in row["labels"][1:] if t != IGNORE_INDEX)
+        decisions = min(row.get("decision_tokens", 0), answer)
+        total += answer + decisions * (decision_weight - 1.0)
+    return total
 
 
 # -- model --------------------------------------------------------------------------------------
@@ -218,8 +241,9 @@ def build_lora_model(config: TrainConfig, base_model: str, settings: Settings):
     return get_peft_model(model, lora)
 
 
-def loss_sum(model, input_ids, attention_mask, labels):
-    """(sum of token cross-entropies over assistant tokens, number of those tokens)."""
+def loss_sum(model, input_ids, attention_mask, labels, weights=None):
+    """(weighted sum of token cross-entropies over assistant tokens, plain sum, number of tokens).
+    ``weights`` (same shape as labels) scales each token's loss; None = all 1."""
     import torch.nn.functional as F
 
     targets = labels[:, 1:]
@@ -230,7 +254,10 @@ def loss_sum(model, input_ids, attention_mask, labels):
         logits = base.get_output_embeddings()(hidden[:, :-1][mask])
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]
-    return F.cross_entropy(logits.float(), targets[mask], reduction="sum"), int(mask.sum())
+    per_token = F.cross_entropy(logits.float(), targets[mask], reduction="none")
+    plain = per_token.sum()
+    weighted = plain if weights is None else (per_token * weights[:, 1:][mask]).sum()
+    return weighted, plain, int(mask.sum())
 
 
 def mixed_precision(device):
@@ -392,16 +419,19 @@ class TrainingRun:
         for step in range(start_step, total_steps):
             step_started = time.perf_counter()
             micro_batches = self.plan[step]
-            # Normalise by the step's total assistant tokens, so grad accumulation equals one big batch.
-            step_targets = sum(sum(1 for t in rows[i]["labels"][1:] if t != IGNORE_INDEX)
-                               for batch in micro_batches for i in batch)
+            # Normalise by the step's total (weighted) assistant tokens, so grad accumulation equals
+            # one big batch. The logged loss is the plain per-token mean, comparable across weightings.
+            step_rows = [rows[i] for batch in micro_batches for i in batch]
+            step_weight = step_weight_total(step_rows, config.decision_weight)
+            step_targets = step_weight_total(step_rows, 1.0)
             step_loss, step_tokens = 0.0, 0
             for indices in micro_batches:
-                input_ids, attention, labels = (t.to(model.device) for t in collate([rows[i] for i in indices], pad_id))
+                batch = collate([rows[i] for i in indices], pad_id, config.decision_weight)
+                input_ids, attention, labels, weights = (t.to(model.device) for t in batch)
                 with mixed_precision(model.device):
-                    summed, _ = loss_sum(model, input_ids, attention, labels)
-                (summed / step_targets).backward()
-                step_loss += float(summed.detach())
+                    weighted, plain, _ = loss_sum(model, input_ids, attention, labels, weights)
+                (weighted / step_weight).backward()
+                step_loss += float(plain.detach())
                 step_tokens += int(attention.sum())
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             learning_rate = scheduler.get_last_lr()[0]

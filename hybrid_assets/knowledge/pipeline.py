@@ -102,6 +102,26 @@ def index_accounts(client, settings: Settings, accounts: list[Account]) -> dict[
     return reports
 
 
+@dataclass
+class IngestReport:
+    chunking: ChunkingResult
+    documents: SyncReport
+    accounts: dict[str, SyncReport]
+
+
+def ingest_knowledge(client, settings: Settings, show_progress: bool = False) -> IngestReport:
+    """The whole knowledge path once, without Dagster: every document under ``settings.docs_dir`` and
+    every account under ``settings.accounts_dir`` into ``client``. Used by the CLI, tests and benchmarks;
+    the Dagster assets run the same steps one asset at a time."""
+    from hybrid_assets.knowledge.accounts import load_accounts
+    from hybrid_assets.knowledge.documents import scan_documents
+
+    chunking = build_document_chunks(scan_documents(settings.docs_dir), settings.cache_dir, show_progress)
+    documents = index_documents(client, settings, chunking, show_progress)
+    accounts = index_accounts(client, settings, load_accounts(settings.accounts_dir))
+    return IngestReport(chunking, documents, accounts)
+
+
 def count_objects(client, name: str, tenant: str | None = None) -> int:
     collection = client.collections.get(name)
     if tenant:

@@ -63,5 +63,19 @@ def test_dataset_drops_examples_that_cannot_fit(behaviour_dir, labels, tokenizer
     dataset = build_sft_dataset(records, tokenizer, labels, max_length=shortest)
 
     assert 1 <= len(dataset) < len(records)
-    assert set(dataset.column_names) == {"input_ids", "labels", "length", "record_id", "context_truncated"}
+    assert set(dataset.column_names) == {"input_ids", "labels", "length", "record_id", "context_truncated",
+                                        "decision_tokens"}
     assert all(length <= shortest for length in dataset["length"])
+
+
+def test_decision_tokens_cover_the_decisions_and_stop_before_the_reason(behaviour_dir, labels, tokenizer):
+    for record in _records(behaviour_dir, labels):
+        example = tokenize_record(record, tokenizer, labels, max_length=2048)
+        answer = _unmasked(example)
+        decisions = tokenizer.decode(answer[: example["decision_tokens"]])
+        level = record.answer["escalation"]["level"]
+
+        assert decisions.startswith('{"sentiment"')
+        assert f'"level": "{level}"' in decisions
+        assert '"reason"' not in decisions
+        assert record.answer["escalation"]["reason"] not in decisions

@@ -38,9 +38,7 @@ label as PDF and open it from the downloads folder. Status: investigating.
 @pytest.fixture(scope="module")
 def served(weaviate_server, tmp_path_factory):
     """Settings on a private data copy, the sample company indexed, one engine (base model loaded)."""
-    from hybrid_assets.knowledge.accounts import load_accounts
-    from hybrid_assets.knowledge.documents import scan_documents
-    from hybrid_assets.knowledge.pipeline import build_document_chunks, index_accounts, index_documents
+    from hybrid_assets.knowledge.pipeline import ingest_knowledge
     from hybrid_assets.serving.engine import AnswerEngine, load_labels
     from hybrid_assets.store.client import open_client
 
@@ -57,10 +55,8 @@ def served(weaviate_server, tmp_path_factory):
         settings = load_settings()
         with open_client(settings, start_embedded=False) as client:
             client.collections.delete_all()
-            chunking = build_document_chunks(scan_documents(settings.docs_dir), settings.cache_dir)
-            assert not chunking.failures, chunking.failures
-            index_documents(client, settings, chunking)
-            index_accounts(client, settings, load_accounts(settings.accounts_dir))
+            ingested = ingest_knowledge(client, settings)
+            assert not ingested.chunking.failures, ingested.chunking.failures
             engine = AnswerEngine(settings, load_labels(settings), k=4, max_new_tokens=400)
             yield settings, client, engine
 

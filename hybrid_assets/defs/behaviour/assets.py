@@ -37,6 +37,8 @@ class AdapterTrainingConfig(dg.Config):
     grad_accum: int = Field(default=_D.grad_accum, description="Micro-batches per optimizer step")
     max_length: int = Field(default=_D.max_length, description="Max tokens per example (context is truncated first)")
     seed: int = Field(default=_D.seed, description="Random seed (data order, LoRA init)")
+    decision_weight: float = Field(default=_D.decision_weight, description="Loss weight of the decision tokens "
+                                   "(sentiment, category, answerable, escalation level); 1 = plain SFT")
     eval_limit: int = Field(default=DEFAULT_EVAL_LIMIT, description="Evaluate base and adapter on this many eval records "
                             "(a fixed subset; 0 = the whole eval split, minutes more on a CPU)")
 
