@@ -194,7 +194,8 @@ def cmd_banking77(args) -> None:
     say(f"category accuracy: base {base.category_accuracy:.3f}, adapter {adapter.category_accuracy:.3f}")
     body = f"""An adapter trained on {len(train_rows)} rows of Banking77 train ({len(labels.categories)} intents; rows from the 80% side
 of a content-hash split) for {result.total_steps} steps (QLoRA NF4, {result.wall_s / 60:.1f} min), evaluated on {len(records)} rows of the
-held-out 20% (greedy, unconstrained: the label must be produced by the model). Chance level is 1/77 = 0.013.
+held-out 20% (greedy, schema-constrained as served: the grammar allows only the 77 intent names, the model
+picks one). Chance level is 1/77 = 0.013.
 
 | model | category accuracy | JSON validity |
 |---|---|---|
