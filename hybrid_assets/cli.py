@@ -199,7 +199,8 @@ def train(max_steps, epochs, quantization, base_model, decision_weight, eval_lim
 @click.pass_context
 def raft(ctx) -> None:
     """RAFT training data: `raft snapshot` (re-pin the corpus), `raft check`, `raft generate` (mine hard
-    negatives in Weaviate, write data/behaviour/raft_examples.jsonl). `raft --help` for options."""
+    negatives in Weaviate, write data/behaviour/raft_examples.jsonl), `raft synthesize` (optional: draft
+    triples with an OpenAI-compatible endpoint set in HYBRID_SYNTH_BASE_URL). `raft --help` for options."""
     from hybrid_assets.behaviour.raft import main as raft_main
 
     sys.exit(raft_main(ctx.args))

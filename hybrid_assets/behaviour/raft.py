@@ -693,6 +693,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--triples", type=Path, default=paths["triples"])
         p.add_argument("--snapshot", type=Path, default=paths["snapshot"])
     gen.add_argument("--out", type=Path, default=paths["out"])
+    syn = sub.add_parser("synthesize", help="draft triples with an OpenAI-compatible endpoint (off unless "
+                         "HYBRID_SYNTH_BASE_URL is set; see behaviour/synthesis.py)")
+    syn.add_argument("--snapshot", type=Path, default=paths["snapshot"])
+    syn.add_argument("--out", type=Path, default=paths["triples"].with_name("synthetic_triples.jsonl"))
+    syn.add_argument("--limit", type=int, default=20, help="chunks to draft from (one request each)")
+    syn.add_argument("--seed", type=int, default=0)
     gen.add_argument("--distractors", type=int, default=RaftConfig.distractors)
     gen.add_argument("--p-no-oracle", type=float, default=RaftConfig.p_no_oracle)
     gen.add_argument("--seed", type=int, default=RaftConfig.seed)
@@ -714,6 +720,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(triples)} triples, {len(problems)} problem(s)")
         return 1 if problems else 0
 
+    if args.command == "synthesize":
+        return _synthesize(args, settings)
+
     from hybrid_assets.store.client import open_client
 
     config = RaftConfig(args.distractors, args.p_no_oracle, args.seed, args.alpha, args.max_quote_similarity)
@@ -721,6 +730,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = generate_raft_file(args.triples, args.snapshot, args.out, client, config)
     print(json.dumps(stats, indent=2))
     return 0
+
+
+def _synthesize(args, settings) -> int:
+    from hybrid_assets.behaviour.synthesis import EndpointConfig, SynthesisDisabled, synthesise_triples, write_triples
+    from hybrid_assets.schema import LabelSpace
+
+    try:
+        endpoint = EndpointConfig.from_env()
+    except SynthesisDisabled as exc:
+        print(f"error: {exc}")
+        return 2
+    labels = LabelSpace.from_file(settings.behaviour_dir / "labels.json")
+    result = synthesise_triples(load_snapshot(args.snapshot), labels, endpoint, args.limit, args.seed)
+    for reason in result.rejected:
+        print(f"rejected: {reason}")
+    if result.triples:
+        write_triples(args.out, result.triples)
+    print(f"{len(result.triples)} triple(s) written to {args.out}, {len(result.rejected)} rejected; review them, then "
+          f"`hybrid-assets raft generate --triples {args.out} --out <behaviour file>`")
+    return 0 if result.triples else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
