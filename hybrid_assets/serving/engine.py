@@ -139,14 +139,18 @@ class AnswerEngine:
         inputs = tokenizer.apply_chat_template(
             conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
         ).to(self._model.device)
-        processor = self._grammars.logits_processor(self.labels, citable)
+        processors = [self._grammars.logits_processor(self.labels, citable)]
+        if self.settings.answer_no_repeat_ngram:  # after the grammar mask (see serving/repetition.py)
+            from hybrid_assets.serving.repetition import AnswerNgramGuard
+
+            processors.append(AnswerNgramGuard(self.settings.answer_no_repeat_ngram))
         use_base = self._adapter_version is None and hasattr(self._model, "disable_adapter")
         with torch.inference_mode(), (self._model.disable_adapter() if use_base else contextlib.nullcontext()):
             output = self._model.generate(
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
-                logits_processor=[processor],
+                logits_processor=processors,
                 pad_token_id=tokenizer.pad_token_id,
             )
         results = []
