@@ -57,13 +57,14 @@ def _section(title: str, command: str, seconds: float, body: str) -> str:
 
 
 def cmd_sample(args) -> None:
-    from hybrid_assets.evaluation.compare import markdown_table
+    from hybrid_assets.evaluation.compare import markdown_table, where_beaten
     from hybrid_assets.evaluation.runner import evaluate_sample
 
     started = time.perf_counter()
     if args.from_report:  # the report `make demo` / `hybrid-assets eval` already wrote: no second run
         report = json.loads(args.from_report.read_text(encoding="utf-8"))
-        command = f"hybrid-assets eval --limit {report['n']}  (report taken from {args.from_report})"
+        command = (f"make demo (its evaluation stage = hybrid-assets eval --limit {report['n']}); "
+                   f"section written from {args.from_report} by benchmarks/evaluate.py sample --from-report")
         seconds = sum(c["seconds"] for c in report["configurations"].values())
     else:
         with private_stack(ingest_sample=True) as (settings, client):
@@ -81,6 +82,7 @@ through the serving engine with schema-constrained greedy decoding. Report: `{pa
 {markdown_table(report)}
 
 Best overall: **{report['best_overall']}**{'' if hybrid_best else ' — the hybrid is not the best configuration here; see the rows above'}.
+Metrics where another configuration beats the hybrid: {'; '.join(where_beaten(report)) or 'none'}.
 """
     update_results(args.out, "## Four configurations on the sample company (benchmarks/evaluate.py sample)",
                    _section("Four configurations on the sample company (benchmarks/evaluate.py sample)",

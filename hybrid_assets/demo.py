@@ -156,6 +156,7 @@ def evaluation_stage(defs, instance) -> None:
     best = metadata["best_overall"].value
     print(f"\nbest overall: {best}" + ("" if best == "hybrid" else
           "  <- the hybrid is NOT the best here; see the per-metric rows above for why"))
+    print(f"metrics where another configuration beats the hybrid: {metadata['hybrid_beaten_on'].value}")
     print(f"report: {metadata['report_path'].value} (+ .png chart)")
 
 

@@ -29,7 +29,7 @@ class EvaluationConfig(dg.Config):
 )
 def hybrid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       weaviate: WeaviateResource) -> dg.MaterializeResult:
-    from hybrid_assets.evaluation.compare import bar_chart, markdown_table, write_report
+    from hybrid_assets.evaluation.compare import bar_chart, markdown_table, where_beaten, write_report
     from hybrid_assets.evaluation.runner import evaluate_sample
 
     settings = weaviate.settings()
@@ -46,6 +46,7 @@ def hybrid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
         "adapter_status": report.get("adapter_status"),
         "best_overall": report["best_overall"],
         "hybrid_overall": hybrid["overall"],
+        "hybrid_beaten_on": "; ".join(where_beaten(report)) or "nothing",
         "table": dg.MetadataValue.md(markdown_table(report)),
         "chart": dg.MetadataValue.md(f"![four configurations](data:image/png;base64,{png})"),
         "report_path": dg.MetadataValue.path(str(out)),

@@ -207,6 +207,23 @@ def markdown_table(report: dict) -> str:
     return header + "\n" + "\n".join(rows)
 
 
+def where_beaten(report: dict, name: str = "hybrid") -> list[str]:
+    """One line per quality metric on which another configuration scores higher than ``name``
+    (the honest footnote to "best overall"), e.g. ``escalation_accuracy: hybrid 0.417 < base 0.458``."""
+    configs = report["configurations"]
+    lines = []
+    for metric in TABLE_METRICS:
+        mine = configs[name]["metrics"].get(metric)
+        if metric == "mean_latency_s" or mine is None:
+            continue
+        others = {n: c["metrics"].get(metric) for n, c in configs.items() if n != name}
+        better = {n: v for n, v in others.items() if v is not None and v > mine}
+        if better:
+            top = max(better, key=better.get)
+            lines.append(f"{metric}: {name} {mine:.3f} < {top} {better[top]:.3f}")
+    return lines
+
+
 def bar_chart(report: dict, path: Path, title: str) -> Path:
     """Grouped bars of the quality metrics per configuration (PNG)."""
     import matplotlib

@@ -8,7 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from hybrid_assets.evaluation.compare import EvalCase, bar_chart, markdown_table, overall, score, write_report
+from hybrid_assets.evaluation.compare import (
+    EvalCase,
+    bar_chart,
+    markdown_table,
+    overall,
+    score,
+    where_beaten,
+    write_report,
+)
 from hybrid_assets.evaluation.datasets import EvalItem
 
 GOLD_LABELS = {"sentiment": "negative", "category": "labels", "escalation": "none"}
@@ -87,3 +95,15 @@ def test_table_chart_and_report(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     path = write_report(report, tmp_path / "r" / "report.json")
     assert json.loads(path.read_text())["best_overall"] == "hybrid"
+
+
+def test_where_beaten_lists_only_metrics_another_configuration_wins():
+    def config(name, **metrics):
+        return {"name": name, "metrics": {"mean_latency_s": 1.0, **metrics}}
+
+    report = {"configurations": {
+        "base": config("base", overall=0.3, escalation_accuracy=0.6, answer_f1=None, mean_latency_s=0.1),
+        "hybrid": config("hybrid", overall=0.5, escalation_accuracy=0.4, answer_f1=0.2),
+        "rag_only": config("rag_only", overall=0.2, escalation_accuracy=0.5, answer_f1=0.2),
+    }}
+    assert where_beaten(report) == ["escalation_accuracy: hybrid 0.400 < base 0.600"]  # latency is not quality
