@@ -110,6 +110,8 @@ def cmd_raft(args) -> None:
     body = f"""The hybrid configuration (adapter + retrieval) on the same held-out tickets (n={len(cases)}) with two adapters
 trained with the same default config (64 steps x 4 examples): `{args.without.name}` on tickets + intents only, and
 `{args.with_raft.name}` with the RAFT examples (`data/behaviour/raft_examples.jsonl`) added. Report: `{path.relative_to(REPO)}`.
+The no-RAFT adapter was trained with `HYBRID_DATA_DIR=DIR .venv/bin/hybrid-assets train --no-promote`, where `DIR/behaviour`
+is a copy of `data/behaviour` without `raft_examples.jsonl`.
 
 {markdown_table(merged)}
 """
