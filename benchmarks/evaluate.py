@@ -12,6 +12,7 @@ not part of the project): e.g. ../shared/benchmarks.
     .venv/bin/python benchmarks/evaluate.py clapnq --shared ../shared/benchmarks [--limit 30]
     .venv/bin/python benchmarks/evaluate.py banking77 --shared ../shared/benchmarks [--train-rows 160] [--eval-rows 80]
     .venv/bin/python benchmarks/evaluate.py repetition [--n 6] [--limit 24]
+    .venv/bin/python benchmarks/evaluate.py retrieval --dataset mtrag|clapnq --shared ../shared/benchmarks [--limit 30]
 """
 
 from __future__ import annotations
@@ -185,9 +186,42 @@ ingested into their own collection; k={report['k']}; adapter `{Path(report['adap
 (trained on the sample company only — this measures transfer). Report: `{saved.relative_to(REPO)}`.
 
 {markdown_table(report)}
-"""
+{_curve_line(report.get("retrieval_recall_at"))}"""
     update_results(args.out, f"## {title}", _section(title, f".venv/bin/python benchmarks/evaluate.py {fmt} --shared "
                                                             f"{args.shared} --limit {args.limit}", seconds, body))
+
+
+def _curve_line(curve: dict | None) -> str:
+    if not curve:
+        return ""
+    cells = ", ".join(f"@{k} {v:.3f}" for k, v in curve.items() if v is not None)
+    return f"\nRetrieval alone (hybrid search over the whole corpus, relevance floor as served), recall {cells}.\n"
+
+
+def cmd_retrieval(args) -> None:
+    """Retrieval recall@k on a public dataset without generating anything (minutes, not an hour)."""
+    from hybrid_assets.evaluation.datasets import load_eval_dataset
+    from hybrid_assets.evaluation.runner import _query, ingest_passages, retrieval_recall_curve
+    from hybrid_assets.serving.retrieval import retrieve_from_collection
+
+    path = Path(args.shared) / args.dataset
+    started = time.perf_counter()
+    full = load_eval_dataset(path, args.dataset)
+    items = load_eval_dataset(path, args.dataset, limit=args.limit).items if args.limit else full.items
+    with private_stack(ingest_sample=False) as (settings, client):
+        collection = ingest_passages(client, settings, full)
+        curve = retrieval_recall_curve(
+            items, lambda item, k: retrieve_from_collection(client, settings, collection, _query(item), k))
+    seconds = time.perf_counter() - started
+    say(_curve_line(curve))
+    answerable = sum(1 for item in items if item.answerable and item.gold_passage_ids)
+    title = f"{args.dataset} retrieval recall@k (benchmarks/evaluate.py retrieval)"
+    body = f"""The same items as the `{args.dataset}` section (n={len(items)}, {answerable} answerable with gold passages),
+{len(full.passages)} passages in their own collection, query = last two user turns.
+{_curve_line(curve)}"""
+    update_results(args.out, f"## {title}", _section(
+        title, f".venv/bin/python benchmarks/evaluate.py retrieval --dataset {args.dataset} --shared {args.shared} "
+               f"--limit {args.limit}", seconds, body))
 
 
 def cmd_mtrag(args) -> None:
@@ -276,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--shared", type=Path, required=True)
         p.add_argument("--limit", type=int, default=30)
         p.add_argument("--adapter", type=Path, default=None)
+    p = sub.add_parser("retrieval")
+    p.add_argument("--dataset", choices=("mtrag", "clapnq"), required=True)
+    p.add_argument("--shared", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=30)
     p = sub.add_parser("repetition")
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--limit", type=int, default=24)
@@ -289,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     apply_offline_env()
     {"sample": cmd_sample, "raft": cmd_raft, "mtrag": cmd_mtrag, "clapnq": cmd_clapnq,
-     "banking77": cmd_banking77, "repetition": cmd_repetition}[args.command](args)
+     "banking77": cmd_banking77, "repetition": cmd_repetition,
+     "retrieval": cmd_retrieval}[args.command](args)
     return 0
 
 

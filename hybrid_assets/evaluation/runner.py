@@ -120,6 +120,23 @@ def ingest_passages(client, settings: Settings, dataset: EvalDataset, show_progr
     return name
 
 
+RECALL_KS = (1, 3, 5, 10)
+
+
+def retrieval_recall_curve(items: Sequence[EvalItem], search: Callable[[EvalItem, int], object],
+                           ks: Sequence[int] = RECALL_KS) -> dict[str, float | None]:
+    """Retrieval alone (no generation): the share of answerable items with a gold passage among the top
+    k hits, for each k. ``search(item, k)`` returns a serving ``Retrieved`` (relevance floor applied, as
+    served); one query per k, because a hybrid search's top 5 is not always the head of its top 10."""
+    scored = [item for item in items if item.answerable and item.gold_passage_ids]
+    curve: dict[str, float | None] = {}
+    for k in ks:
+        hits = [any(hit.doc_id in set(item.gold_passage_ids) for hit in search(item, k).hits.values())
+                for item in scored]
+        curve[str(k)] = sum(hits) / len(hits) if hits else None
+    return curve
+
+
 def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit: int | None = None,
                      adapter_dir: Path | None = None, configurations: Sequence[Configuration] | None = None,
                      engine=None, labels=None, progress: Callable[[str], None] | None = None) -> dict:
@@ -139,6 +156,8 @@ def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit:
         collection = ingest_passages(client, settings, full, show_progress=progress is not None)
         retriever = lambda item: retrieve_from_collection(client, settings, collection, _query(item), engine.k)  # noqa: E731
         configurations = configurations or CONFIGURATIONS
+        recall_curve = retrieval_recall_curve(
+            items, lambda item, k: retrieve_from_collection(client, settings, collection, _query(item), k))
     else:
         configurations = configurations or NO_RETRIEVAL
     cases = [EvalCase(item) for item in items]
@@ -147,6 +166,8 @@ def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit:
     report["dataset"] = {"name": full.name, "format": fmt, "path": str(path), "n": len(items),
                          "passages": len(full.passages)}
     report["adapter_status"] = _adapter_status(settings, adapter_dir)
+    if full.passages:
+        report["retrieval_recall_at"] = recall_curve
     return report
 
 

@@ -107,3 +107,19 @@ def test_where_beaten_lists_only_metrics_another_configuration_wins():
         "rag_only": config("rag_only", overall=0.2, escalation_accuracy=0.5, answer_f1=0.2),
     }}
     assert where_beaten(report) == ["escalation_accuracy: hybrid 0.400 < base 0.600"]  # latency is not quality
+
+
+def test_retrieval_recall_curve_counts_gold_in_the_top_k_of_answerable_items():
+    from hybrid_assets.evaluation.runner import retrieval_recall_curve
+
+    ranking = {"q1": ["d9", "d1", "d2"], "q2": ["d3", "d4", "d5"]}
+    items = [
+        EvalItem(id="a", question="q1", gold_passage_ids=("d1",), answerable=True),
+        EvalItem(id="b", question="q2", gold_passage_ids=("d7",), answerable=True),
+        EvalItem(id="c", question="q2", gold_passage_ids=(), answerable=False),  # not scored
+    ]
+
+    def search(item, k):
+        return SimpleNamespace(hits={f"S{i}": SimpleNamespace(doc_id=d) for i, d in enumerate(ranking[item.question][:k], 1)})
+
+    assert retrieval_recall_curve(items, search, ks=(1, 2, 3)) == {"1": 0.0, "2": 0.5, "3": 0.5}
