@@ -62,7 +62,12 @@ def machine() -> str:
         mem = f", {kb / 2**20:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
-    return f"{cores}-core CPU ({model}){mem}, no GPU"
+    try:  # nvidia-smi, not torch: this module must stay cheap to import
+        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=10).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        gpus = []
+    return f"{cores}-core CPU ({model}){mem}, " + (f"GPU: {', '.join(gpus)}" if gpus else "no GPU")
 
 
 def pct(values: list[float], q: float) -> float:
