@@ -8,12 +8,24 @@ import sys
 import click
 from pathlib import Path
 
+from hybrid_assets.store.collections import MAX_SEARCH_K
 from hybrid_assets.settings import apply_offline_env, load_settings
 
 
 def _fail(message: str) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(2)
+
+
+def _weaviate_errors() -> tuple[type[Exception], ...]:
+    from weaviate.exceptions import WeaviateBaseError
+
+    return (WeaviateBaseError,)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 @click.group()
@@ -69,9 +81,18 @@ def ingest() -> None:
     from hybrid_assets.knowledge.pipeline import ingest_knowledge
     from hybrid_assets.store.client import open_client
 
+    from hybrid_assets.knowledge.indexing import IndexingError
+    from hybrid_assets.store.server import WeaviateUnavailable
+
     settings = load_settings()
-    with open_client(settings) as client:
-        ingested = ingest_knowledge(client, settings, show_progress=True)
+    try:
+        with open_client(settings) as client:
+            ingested = ingest_knowledge(client, settings, show_progress=True)
+    except (IndexingError, WeaviateUnavailable) as exc:
+        _fail(f"{exc}\nnothing already indexed was removed; rerun `hybrid-assets ingest` once Weaviate is healthy")
+    except _weaviate_errors() as exc:
+        _fail(f"Weaviate failed during ingest: {_first_line(exc)}\nnothing already indexed was removed; "
+              "rerun `hybrid-assets ingest` once Weaviate is healthy")
     chunking, report = ingested.chunking, ingested.documents
     for doc_id, reason in sorted(chunking.failures.items()):
         click.secho(f"parse failure: {doc_id}: {reason}", fg="yellow")
@@ -84,8 +105,9 @@ def ingest() -> None:
 @main.command()
 @click.argument("query")
 @click.option("--customer", "customer_id", default=None, help="Customer id: also search that customer's own data.")
-@click.option("-k", "k", default=5, show_default=True, help="Number of chunks.")
-@click.option("--alpha", default=0.6, show_default=True, help="0 = BM25 only, 1 = vector only.")
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, MAX_SEARCH_K), help="Number of chunks.")
+@click.option("--alpha", default=0.6, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="0 = BM25 only, 1 = vector only.")
 def search(query: str, customer_id: str | None, k: int, alpha: float) -> None:
     """Hybrid search: ranked chunks with scores and sources."""
     from hybrid_assets.knowledge.pipeline import UnknownCustomer
@@ -99,6 +121,8 @@ def search(query: str, customer_id: str | None, k: int, alpha: float) -> None:
             hits = run_search(client, settings, query, customer_id=customer_id, k=k, alpha=alpha)
     except (UnknownCustomer, ValueError, WeaviateUnavailable) as exc:
         _fail(str(exc))
+    except _weaviate_errors() as exc:
+        _fail(f"Weaviate refused the search: {_first_line(exc)}")
     if not hits:
         click.echo("no results (is the knowledge indexed? run `hybrid-assets ingest` or `make demo`)")
     for rank, hit in enumerate(hits, 1):

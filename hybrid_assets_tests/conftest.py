@@ -3,6 +3,7 @@ ports with a throw-away data folder; each test starts from empty collections."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from hybrid_assets.settings import PROJECT_ROOT, apply_offline_env, load_setting
 
 apply_offline_env()
 
-TEST_HTTP_PORT = "8279"
-TEST_GRPC_PORT = "50259"
+# Overridable so two test sessions (e.g. two engineers' worktrees) on one host do not share a server.
+TEST_HTTP_PORT = os.environ.get("HYBRID_TEST_WEAVIATE_HTTP_PORT", "8279")
+TEST_GRPC_PORT = os.environ.get("HYBRID_TEST_WEAVIATE_GRPC_PORT", "50259")
 SAMPLE_DATA = PROJECT_ROOT / "data"
 
 

@@ -98,10 +98,28 @@ def sync_collection(
             )
         report.inserted.extend(c.chunk_id for c in batch)
     for start in range(0, len(to_delete), batch_size):
-        ids = to_delete[start : start + batch_size]
-        result = collection.data.delete_many(where=Filter.by_id().contains_any(ids))
-        if result.failed:
-            raise IndexingError(f"{result.failed} stale chunks could not be deleted from {collection.name}")
-        report.deleted.extend(ids)
+        report.deleted.extend(_delete_ids(collection, to_delete[start : start + batch_size], Filter))
     report.write_seconds = time.perf_counter() - started
     return report
+
+
+def _delete_ids(collection, ids: list[str], Filter) -> list[str]:
+    """Delete ``ids`` and return the ones really gone. A filtered delete can match fewer objects than
+    asked: a server caps it at QUERY_MAXIMUM_RESULTS, and an object left half-written by a crash can
+    be missing from the id index that filters use (so it would linger forever, and a report that
+    trusted the request would claim it deleted). Whatever the filter missed is deleted by id, which
+    reads the object store itself; what still exists after that is an error, never a success."""
+    result = collection.data.delete_many(where=Filter.by_id().contains_any(ids))
+    if result.failed:
+        raise IndexingError(f"{result.failed} stale chunks could not be deleted from {collection.name}")
+    if result.matches == len(ids) and result.successful == len(ids):
+        return list(ids)
+    for object_id in ids:
+        if collection.data.exists(object_id):
+            collection.data.delete_by_id(object_id)
+    remaining = [object_id for object_id in ids if collection.data.exists(object_id)]
+    if remaining:
+        raise IndexingError(
+            f"{len(remaining)} stale chunks could not be deleted from {collection.name} (e.g. {remaining[0]})"
+        )
+    return list(ids)  # every id existed when the sync was planned and none exists now

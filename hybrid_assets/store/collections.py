@@ -11,6 +11,9 @@ from hybrid_assets.knowledge.chunking import Chunk
 from hybrid_assets.knowledge.embedding import model_slug
 
 TEXT_PROPERTIES = ["text", "title", "section"]  # searched by BM25
+# One search returns at most this many chunks: more is never useful as context, and a server refuses
+# limits above its QUERY_MAXIMUM_RESULTS with an error a user should not have to read.
+MAX_SEARCH_K = 100
 
 
 def knowledge_collection_name(model_name: str) -> str:
@@ -89,6 +92,10 @@ def hybrid_search(collection, query: str, vector: list[float], limit: int, alpha
                   tenant: str | None = None) -> list[SearchHit]:
     from weaviate.classes.query import MetadataQuery
 
+    if not 1 <= limit <= MAX_SEARCH_K:
+        raise ValueError(f"k must be between 1 and {MAX_SEARCH_K}, got {limit}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 (BM25 only) and 1 (vectors only), got {alpha}")
     target = collection.with_tenant(tenant) if tenant else collection
     result = target.query.hybrid(
         query=query,

@@ -3,10 +3,15 @@
 The binary is built once from the Go module proxy by ``scripts/install_weaviate.sh`` into the user
 cache (outside the repo) and reused. The server runs detached in its own process session so that it
 outlives a CLI call or a Dagster run; a pid file under the data dir lets ``stop`` find it again.
+
+Every socket the server opens is bound to 127.0.0.1: REST by ``--host``, gossip/raft by the cluster
+bind settings, gRPC and the cluster data port by ``WEAVIATE_LISTEN_HOST`` (our build patch, see the
+install script), and the Go profiler (upstream: ``*:6060``) is switched off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,6 +24,17 @@ from pathlib import Path
 from hybrid_assets.settings import PROJECT_ROOT, Settings
 
 INSTALL_SCRIPT = PROJECT_ROOT / "scripts" / "install_weaviate.sh"
+LISTEN_PATCH = PROJECT_ROOT / "scripts" / "weaviate" / "listen-host.patch"
+LOOPBACK = "127.0.0.1"
+
+
+def build_id() -> str:
+    """The patch's hash: part of the cached binary's folder name (the install script computes it too)."""
+    return hashlib.sha256(LISTEN_PATCH.read_bytes()).hexdigest()[:8]
+
+
+def default_binary(settings: Settings) -> Path:
+    return settings.cache_dir / "weaviate" / f"{settings.weaviate_version}-{build_id()}" / "weaviate-server"
 
 
 class WeaviateUnavailable(RuntimeError):
@@ -34,10 +50,7 @@ class EmbeddedServer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "EmbeddedServer":
-        binary = Path(
-            os.environ.get("WEAVIATE_BINARY")
-            or settings.cache_dir / "weaviate" / settings.weaviate_version / "weaviate-server"
-        )
+        binary = Path(os.environ.get("WEAVIATE_BINARY") or default_binary(settings))
         return cls(binary, settings.weaviate_data_dir, settings.weaviate_http_port, settings.weaviate_grpc_port)
 
     @property
@@ -83,8 +96,11 @@ class EmbeddedServer:
             LOG_LEVEL="warning",
             QUERY_DEFAULTS_LIMIT="25",
             CLUSTER_HOSTNAME="node1",
-            CLUSTER_ADVERTISE_ADDR="127.0.0.1",
-            CLUSTER_BIND_ADDR="127.0.0.1",
+            CLUSTER_ADVERTISE_ADDR=LOOPBACK,
+            CLUSTER_BIND_ADDR=LOOPBACK,
+            WEAVIATE_LISTEN_HOST=LOOPBACK,  # gRPC + cluster data port (our build patch)
+            GO_PROFILING_DISABLE="true",  # upstream opens pprof on *:6060
+            PROMETHEUS_MONITORING_ENABLED="false",
             CLUSTER_GOSSIP_BIND_PORT=str(p + 10),
             CLUSTER_DATA_BIND_PORT=str(p + 11),
             RAFT_PORT=str(p + 12),
@@ -109,7 +125,7 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(
-                [str(self.binary), "--host", "127.0.0.1", "--port", str(self.http_port), "--scheme", "http"],
+                [str(self.binary), "--host", LOOPBACK, "--port", str(self.http_port), "--scheme", "http"],
                 env=self._env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -125,12 +141,25 @@ class EmbeddedServer:
                     f"last log lines:\n{_tail(self.log_file)}"
                 )
             if self.is_ready():
+                self._refuse_public_listeners(process.pid)
                 return "started"
             time.sleep(0.25)
         raise WeaviateUnavailable(
             f"Weaviate did not become ready on {self.url} within {timeout:.0f}s; log: {self.log_file}\n"
             f"{_tail(self.log_file)}"
         )
+
+    def _refuse_public_listeners(self, pid: int) -> None:
+        """A binary built without the listen-host patch (e.g. WEAVIATE_BINARY) would serve gRPC on
+        every interface: stop it rather than run an unauthenticated server open to the network."""
+        public = [f"{ip}:{port}" for ip, port in listening_sockets(pid) if not is_loopback(ip)]
+        if public:
+            self.stop()
+            raise WeaviateUnavailable(
+                f"{self.binary} listened on non-loopback addresses ({', '.join(public)}), so it was stopped. "
+                f"Build the patched server with `bash {INSTALL_SCRIPT.relative_to(PROJECT_ROOT)}`, or run a "
+                "server you secured yourself and set WEAVIATE_URL."
+            )
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the server we started (SIGTERM, then SIGKILL); returns False if none was running."""
@@ -169,6 +198,46 @@ def is_ready(url: str, timeout: float = 1.0) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1") or ip.startswith("::ffff:127.")
+
+
+def _hex_ip(value: str) -> str:
+    """An address as /proc/net/tcp[6] writes it (host byte order, 32-bit words) -> text."""
+    import ipaddress
+
+    raw = bytes.fromhex(value)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket the process listens on, read from /proc (Linux); [] elsewhere.
+
+    Used at start-up (refuse a server open to the network) and by the tests."""
+    try:
+        inodes = {
+            os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+        }
+    except OSError:
+        return []
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A = LISTEN
+                address, port = local.rsplit(":", 1)
+                found.append((_hex_ip(address), int(port, 16)))
+    return sorted(set(found))
 
 
 def _reap(pid: int) -> None:

