@@ -219,15 +219,123 @@ def train(max_steps, epochs, quantization, base_model, decision_weight, eval_lim
         sys.exit(1)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
-@click.pass_context
-def raft(ctx) -> None:
-    """RAFT training data: `raft snapshot` (re-pin the corpus), `raft check`, `raft generate` (mine hard
-    negatives in Weaviate, write data/behaviour/raft_examples.jsonl), `raft synthesize` (optional: draft
-    triples with an OpenAI-compatible endpoint set in HYBRID_SYNTH_BASE_URL). `raft --help` for options."""
-    from hybrid_assets.behaviour.raft import main as raft_main
+@main.group()
+def raft() -> None:
+    """RAFT training data: pin the corpus, check the triples, generate the behaviour file."""
 
-    sys.exit(raft_main(ctx.args))
+
+def _raft_paths():
+    from hybrid_assets.raft.pipeline import default_paths
+
+    return default_paths(load_settings())
+
+
+@raft.command("snapshot")
+@click.option("--docs", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Documents folder (default: the knowledge documents).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Snapshot file (default: data/raft/corpus_snapshot.jsonl).")
+def raft_snapshot(docs, out) -> None:
+    """Re-pin the corpus snapshot RAFT reads (never the live documents)."""
+    from hybrid_assets.raft.pipeline import snapshot_corpus
+    from hybrid_assets.raft.records import RaftDataError
+
+    paths = _raft_paths()
+    try:
+        stats = snapshot_corpus(docs or paths["docs"], out or paths["snapshot"], paths["cache"])
+    except RaftDataError as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(stats, indent=2))
+
+
+_triples_option = click.option("--triples", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                               help="Triples file (default: data/raft/triples.jsonl).")
+_snapshot_option = click.option("--snapshot", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                                default=None, help="Snapshot file (default: data/raft/corpus_snapshot.jsonl).")
+
+
+@raft.command("check")
+@_triples_option
+@_snapshot_option
+def raft_check(triples, snapshot) -> None:
+    """Check that every triple resolves against the snapshot (exit 1 on problems)."""
+    from hybrid_assets.raft.records import RaftDataError, check_triples, load_snapshot, load_triples
+    from hybrid_assets.schema import LabelSpace
+
+    settings, paths = load_settings(), _raft_paths()
+    try:
+        rows = load_triples(triples or paths["triples"])
+        problems = check_triples(rows, load_snapshot(snapshot or paths["snapshot"]),
+                                 LabelSpace.from_file(settings.behaviour_dir / "labels.json"))
+    except RaftDataError as exc:
+        _fail(str(exc))
+    for problem in problems:
+        click.echo(problem)
+    click.echo(f"{len(rows)} triples, {len(problems)} problem(s)")
+    sys.exit(1 if problems else 0)
+
+
+@raft.command("generate")
+@_triples_option
+@_snapshot_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Behaviour file to write (default: data/behaviour/raft_examples.jsonl).")
+@click.option("--distractors", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Hard negatives next to the oracle.")
+@click.option("--p-no-oracle", type=click.FloatRange(0.0, 1.0), default=0.2, show_default=True,
+              help="Fraction of examples whose oracle is left out (target: the not-answerable answer).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True,
+              help="Hybrid search weight: 0 = BM25 only, 1 = vector only.")
+@click.option("--max-quote-similarity", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.75,
+              show_default=True, help="A chunk restating the quote this closely is never a distractor.")
+def raft_generate(triples, snapshot, out, distractors, p_no_oracle, seed, alpha, max_quote_similarity) -> None:
+    """Mine hard negatives in Weaviate and write the RAFT behaviour file (atomically)."""
+    from hybrid_assets.raft.pipeline import generate_raft_file
+    from hybrid_assets.raft.records import RaftConfig, RaftDataError
+    from hybrid_assets.store.client import open_client
+    from hybrid_assets.store.server import WeaviateUnavailable
+
+    settings, paths = load_settings(), _raft_paths()
+    config = RaftConfig(distractors, p_no_oracle, seed, alpha, max_quote_similarity)
+    try:
+        with open_client(settings) as client:
+            stats = generate_raft_file(triples or paths["triples"], snapshot or paths["snapshot"],
+                                       out or paths["out"], client, config)
+    except (RaftDataError, WeaviateUnavailable) as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(stats, indent=2))
+
+
+@raft.command("synthesize")
+@_snapshot_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where the drafted triples go (default: data/raft/synthetic_triples.jsonl).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="Chunks to draft from (one request each).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def raft_synthesize(snapshot, out, limit, seed) -> None:
+    """Draft triples with an OpenAI-compatible endpoint (off unless HYBRID_SYNTH_BASE_URL is set); review them,
+    then `raft generate --triples <file>`."""
+    from hybrid_assets.raft.records import load_snapshot
+    from hybrid_assets.raft.synthesis import EndpointConfig, SynthesisDisabled, synthesise_triples, write_triples
+    from hybrid_assets.schema import LabelSpace
+
+    settings, paths = load_settings(), _raft_paths()
+    out = out or paths["triples"].with_name("synthetic_triples.jsonl")
+    try:
+        endpoint = EndpointConfig.from_env()
+    except SynthesisDisabled as exc:
+        _fail(str(exc))
+    labels = LabelSpace.from_file(settings.behaviour_dir / "labels.json")
+    result = synthesise_triples(load_snapshot(snapshot or paths["snapshot"]), labels, endpoint, limit, seed)
+    for reason in result.rejected:
+        click.echo(f"rejected: {reason}")
+    if result.triples:
+        write_triples(out, result.triples)
+    click.echo(f"{len(result.triples)} triple(s) written to {out}, {len(result.rejected)} rejected; review them, then "
+               f"`hybrid-assets raft generate --triples {out} --out <behaviour file>`")
+    sys.exit(0 if result.triples else 1)
 
 
 @main.command("eval")

@@ -3,6 +3,7 @@ and the commands that need no server answer as documented."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -67,3 +68,34 @@ def test_behaviour_sensor_is_off_until_a_person_turns_it_on():
 
     assert behaviour_data_sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert documents_changed_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_raft_is_a_group_of_the_one_cli():
+    result = CliRunner().invoke(main, ["raft", "--help"])
+    assert result.exit_code == 0
+    for command in ("snapshot", "check", "generate", "synthesize"):
+        assert command in result.output
+
+
+def test_raft_check_passes_on_the_shipped_triples_and_fails_on_a_broken_one(tmp_path):
+    from hybrid_assets.settings import PROJECT_ROOT
+
+    ok = CliRunner().invoke(main, ["raft", "check"])
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.strip().endswith("0 problem(s)")
+
+    rows = (PROJECT_ROOT / "data/raft/triples.jsonl").read_text().splitlines()
+    broken = json.loads(rows[0])
+    broken["quote"] = "A sentence that no document of the snapshot contains."
+    path = tmp_path / "triples.jsonl"
+    path.write_text(json.dumps(broken) + "\n")
+    bad = CliRunner().invoke(main, ["raft", "check", "--triples", str(path)])
+    assert bad.exit_code == 1
+    assert "1 triples, 1 problem(s)" in bad.output
+
+
+def test_raft_synthesize_is_off_without_an_endpoint(monkeypatch):
+    monkeypatch.delenv("HYBRID_SYNTH_BASE_URL", raising=False)
+    result = CliRunner().invoke(main, ["raft", "synthesize"])
+    assert result.exit_code == 2
+    assert "HYBRID_SYNTH_BASE_URL" in result.output

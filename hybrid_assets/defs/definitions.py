@@ -1,12 +1,12 @@
 """The Dagster code location. Loading it imports no torch: heavy imports live inside asset bodies.
 
-The two update paths are wired separately (defs/knowledge, defs/behaviour); serving and evaluation are where they meet
-(on demand only).
+The two update paths are wired separately (defs/knowledge, defs/behaviour); RAFT (defs/raft) turns the pinned
+snapshot into behaviour data; serving and evaluation are where the paths meet (on demand only).
 """
 
 import dagster as dg
 
-from hybrid_assets.defs import evaluation, serving
+from hybrid_assets.defs import evaluation, raft, serving
 from hybrid_assets.defs.behaviour import assets as behaviour_assets
 from hybrid_assets.defs.behaviour import checks as behaviour_checks
 from hybrid_assets.defs.behaviour.automation import behaviour_data_sensor, behaviour_job
@@ -25,9 +25,9 @@ serving_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([knowledge_assets, behaviour_assets, serving, evaluation]),
+    assets=dg.load_assets_from_modules([knowledge_assets, behaviour_assets, raft, serving, evaluation]),
     asset_checks=dg.load_asset_checks_from_modules([knowledge_checks, behaviour_checks]),
-    jobs=[knowledge_job, behaviour_job, serving_job, evaluation.evaluation_job],
+    jobs=[knowledge_job, behaviour_job, raft.raft_job, serving_job, evaluation.evaluation_job],
     schedules=[daily_reingest_schedule],
     sensors=[documents_changed_sensor, behaviour_data_sensor],
     resources={"weaviate": WeaviateResource()},

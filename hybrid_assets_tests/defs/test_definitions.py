@@ -15,6 +15,7 @@ EXPECTED_ASSETS = {
     "promoted_adapter",
     "answer_samples",
     "hybrid_evaluation",
+    "raft_examples",
     "knowledge_documents",
     "customer_account_files",
     "document_chunks",
@@ -29,7 +30,7 @@ EXPECTED_CHECKS = {
     ("behaviour_dataset", "behaviour_records_valid"),
     ("support_adapter", "adapter_beats_base"),
 }
-EXPECTED_JOBS = {"knowledge_job", "behaviour_job", "serving_job", "evaluation_job"}
+EXPECTED_JOBS = {"knowledge_job", "behaviour_job", "raft_job", "serving_job", "evaluation_job"}
 EXPECTED_SCHEDULES = {"daily_reingest_schedule": "knowledge_job"}
 EXPECTED_SENSORS = {"documents_changed_sensor": "knowledge_job", "behaviour_data_sensor": "behaviour_job"}
 EXPECTED_GROUPS = {
@@ -44,6 +45,7 @@ EXPECTED_GROUPS = {
     "promoted_adapter": "behaviour",
     "answer_samples": "serving",
     "hybrid_evaluation": "evaluation",
+    "raft_examples": "raft",
 }
 
 

@@ -39,6 +39,8 @@ def test_no_graph_edge_between_the_paths():
         assert not upstream(key) & BEHAVIOUR, key
     assert upstream("answer_samples") >= {"knowledge_index", "promoted_adapter"}
     assert upstream("hybrid_evaluation") >= {"knowledge_index", "promoted_adapter"}
+    # RAFT reads the pinned snapshot, never the live knowledge assets
+    assert not upstream("raft_examples") & (KNOWLEDGE | BEHAVIOUR)
 
 
 def test_jobs_stay_on_their_side():
@@ -50,6 +52,7 @@ def test_jobs_stay_on_their_side():
     # where the paths meet, nothing of either path is (re)materialised
     assert selected("serving_job") == {"answer_samples"}
     assert selected("evaluation_job") == {"hybrid_evaluation"}
+    assert selected("raft_job") == {"raft_examples"}
 
 
 def tick(sensor, cursor=None):

@@ -1,4 +1,4 @@
-"""Optional question synthesis (``behaviour/synthesis.py``) against a local OpenAI-compatible HTTP
+"""Optional question synthesis (``raft/synthesis.py``) against a local OpenAI-compatible HTTP
 server (the endpoint is a third-party service, so the test stands one up in-process): the request
 carries the model, the bearer token and the passage; good drafts become triples that pass the same
 checks as hand-written ones; a draft that misquotes its passage or breaks the label space is rejected
@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hybrid_assets.behaviour.raft import check_triples, load_snapshot, load_triples, normalise_space
-from hybrid_assets.behaviour.synthesis import EndpointConfig, SynthesisDisabled, synthesise_triples, write_triples
+from hybrid_assets.raft.records import check_triples, load_snapshot, load_triples, normalise_space
+from hybrid_assets.raft.synthesis import EndpointConfig, SynthesisDisabled, synthesise_triples, write_triples
 from hybrid_assets.schema import LabelSpace
 from hybrid_assets.settings import PROJECT_ROOT
 

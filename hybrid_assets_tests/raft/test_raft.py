@@ -1,4 +1,4 @@
-"""Contract of ``hybrid_assets.behaviour.raft`` (RAFT training data as behaviour data):
+"""Contract of ``hybrid_assets.raft`` (RAFT training data as behaviour data):
 
 - ``build_raft_examples`` is pure and deterministic given the seed; exactly round(p * n) examples
   lose their oracle; every context has k+1 passages; an answerable example cites the oracle and its
@@ -20,22 +20,18 @@ from pathlib import Path
 import pytest
 
 from hybrid_assets.behaviour.dataset import load_behaviour_data
-from hybrid_assets.behaviour.raft import (
-    NO_DOCS_LEVEL,
+from hybrid_assets.raft.examples import NO_DOCS_LEVEL, build_raft_examples, choose_no_oracle, validate_examples
+from hybrid_assets.raft.mining import mine_with_ranks, restating_chunks
+from hybrid_assets.raft.records import (
     RESOLUTION_MAX,
     RaftConfig,
     RaftDataError,
     SnapshotChunk,
     Triple,
-    build_raft_examples,
     check_triples,
-    choose_no_oracle,
     load_snapshot,
     load_triples,
-    mine_with_ranks,
     resolve_gold_chunk,
-    restating_chunks,
-    validate_examples,
 )
 from hybrid_assets.settings import PROJECT_ROOT
 

@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid_assets.behaviour.raft import (
+from hybrid_assets.raft.records import (
     QUOTE_MAX,
     RaftDataError,
     SnapshotChunk,
     Triple,
-    _write_jsonl_atomic,
     check_triples,
     normalise_space,
+    write_jsonl_atomic,
 )
 
 SYNTH_ID_PREFIX = "syn-"
@@ -57,6 +57,8 @@ class SynthesisDisabled(RuntimeError):
 
 
 @dataclass(frozen=True)
+
+
 class EndpointConfig:
     base_url: str
     model: str
@@ -79,6 +81,8 @@ class EndpointConfig:
 
 
 @dataclass
+
+
 class SynthesisResult:
     triples: list[dict]
     rejected: list[str]  # "chunk <id> (<doc>): <reason>"
@@ -163,4 +167,4 @@ def synthesise_triples(snapshot: Sequence[SnapshotChunk], labels, config: Endpoi
 
 
 def write_triples(path: Path, rows: Sequence[dict]) -> None:
-    _write_jsonl_atomic(path, rows)
+    write_jsonl_atomic(path, rows)
