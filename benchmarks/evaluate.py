@@ -201,7 +201,7 @@ def _curve_line(curve: dict | None) -> str:
 def cmd_retrieval(args) -> None:
     """Retrieval recall@k on a public dataset without generating anything (minutes, not an hour)."""
     from hybrid_assets.evaluation.datasets import load_eval_dataset
-    from hybrid_assets.evaluation.runner import _query, ingest_passages, retrieval_recall_curve
+    from hybrid_assets.evaluation.runner import query_of, ingest_passages, retrieval_recall_curve
     from hybrid_assets.serving.retrieval import retrieve_from_collection
 
     path = Path(args.shared) / args.dataset
@@ -211,7 +211,7 @@ def cmd_retrieval(args) -> None:
     with private_stack(ingest_sample=False) as (settings, client):
         collection = ingest_passages(client, settings, full)
         curve = retrieval_recall_curve(
-            items, lambda item, k: retrieve_from_collection(client, settings, collection, _query(item), k))
+            items, lambda item, k: retrieve_from_collection(client, settings, collection, query_of(item), k))
     seconds = time.perf_counter() - started
     say(_curve_line(curve))
     answerable = sum(1 for item in items if item.answerable and item.gold_passage_ids)

@@ -230,16 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     from weaviate.classes.data import DataObject
 
     from hybrid_assets.knowledge.documents import DocumentRef, file_sha256, scan_documents
-    from hybrid_assets.knowledge.embedding import Embedder
+    from hybrid_assets.models.embedding import Embedder
     from hybrid_assets.knowledge.parsing import parse_document
     from hybrid_assets.knowledge.pipeline import build_document_chunks, count_objects, index_documents, search
     from hybrid_assets.store.client import open_client
-    from hybrid_assets.store.collections import (
-        chunk_properties,
-        ensure_collection,
-        hybrid_search,
-        knowledge_collection_name,
-    )
+    from hybrid_assets.knowledge.indexing import chunk_properties
+    from hybrid_assets.store.collections import ensure_collection, hybrid_search, knowledge_collection_name
     from hybrid_assets.store.server import EmbeddedServer
 
     tmp = Path(tempfile.mkdtemp(prefix="hybrid-bench-"))

@@ -61,7 +61,7 @@ def run_trl(steps: int, out: Path) -> dict:
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from hybrid_assets.behaviour.base_model import compute_dtype
+    from hybrid_assets.models.base_model import compute_dtype
     from hybrid_assets.behaviour.sft import IGNORE_INDEX
     from hybrid_assets.behaviour.train import TrainingRun
 

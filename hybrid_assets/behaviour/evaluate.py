@@ -97,7 +97,7 @@ def _parse(text: str, labels: LabelSpace) -> tuple[dict | None, str | None]:
 def load_model(base_model: str | None, adapter_dir: Path | str | None, settings: Settings | None = None):
     """(model, tokenizer) for evaluation; the adapter is merged into the float base for speed."""
     apply_offline_env()
-    from hybrid_assets.behaviour.base_model import load_for_inference
+    from hybrid_assets.models.base_model import load_for_inference
 
     model, tokenizer = load_for_inference(base_model, settings)
     if adapter_dir is not None:
@@ -117,7 +117,7 @@ def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], label
 
     grammars = None
     if constrained:
-        from hybrid_assets.serving.constrained import GrammarCache
+        from hybrid_assets.models.constrained import GrammarCache
 
         grammars = GrammarCache(tokenizer, model.config.vocab_size)
 

@@ -221,7 +221,7 @@ def build_lora_model(config: TrainConfig, base_model: str, settings: Settings):
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from hybrid_assets.behaviour.base_model import load_for_training
+    from hybrid_assets.models.base_model import load_for_training
 
     model = load_for_training(base_model, config.quantization, settings)
     if config.quantization == "nf4":
@@ -265,7 +265,7 @@ def mixed_precision(device):
     2-core CPU; the LoRA weights and the optimizer stay float32."""
     import torch
 
-    from hybrid_assets.behaviour.base_model import compute_dtype
+    from hybrid_assets.models.base_model import compute_dtype
 
     dtype = compute_dtype()
     return torch.autocast(device.type, dtype=dtype, enabled=dtype == torch.bfloat16)
@@ -372,7 +372,7 @@ class TrainingRun:
         apply_offline_env()
         import torch
 
-        from hybrid_assets.behaviour.base_model import load_tokenizer
+        from hybrid_assets.models.base_model import load_tokenizer
 
         settings = settings or load_settings()
         self.config = config

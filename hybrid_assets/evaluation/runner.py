@@ -92,7 +92,7 @@ def evaluate_sample(settings: Settings, client, *, limit: int = DEFAULT_SAMPLE_L
 
 # -- external datasets ------------------------------------------------------------------------------
 def corpus_collection_name(dataset: EvalDataset, settings: Settings) -> str:
-    from hybrid_assets.knowledge.embedding import model_slug
+    from hybrid_assets.models.embedding import model_slug
 
     digest = hashlib.sha256("\x1f".join(f"{p.id}\x1e{p.text}" for p in dataset.passages).encode()).hexdigest()[:8]
     name = re.sub(r"[^A-Za-z0-9]", "_", dataset.name).strip("_")[:32] or "dataset"
@@ -102,15 +102,15 @@ def corpus_collection_name(dataset: EvalDataset, settings: Settings) -> str:
 def ingest_passages(client, settings: Settings, dataset: EvalDataset, show_progress: bool = False) -> str:
     """Index the dataset's passages (one chunk per passage, long ones split at sentences) into their
     own collection. The name carries a content hash, so a rerun on the same data reuses it."""
-    from hybrid_assets.knowledge.chunking import Chunk, _split_long, chunk_id
-    from hybrid_assets.knowledge.embedding import Embedder
+    from hybrid_assets.knowledge.chunking import Chunk, split_long, chunk_id
+    from hybrid_assets.models.embedding import Embedder
     from hybrid_assets.knowledge.indexing import sync_collection
     from hybrid_assets.store.collections import ensure_collection
 
     name = corpus_collection_name(dataset, settings)
     chunks_by_doc: dict[str, list[Chunk]] = {}
     for passage in dataset.passages:
-        pieces = _split_long(" ".join(passage.text.split()), 1500)
+        pieces = split_long(" ".join(passage.text.split()), 1500)
         chunks_by_doc[passage.id] = [
             Chunk(chunk_id(passage.id, str(i), piece), passage.id, passage.title or passage.id, passage.source, piece, i)
             for i, piece in enumerate(pieces)
@@ -154,10 +154,10 @@ def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit:
         # The whole corpus is searchable (not just the sampled items' gold passages): retrieval is
         # only a test when the distractors are there too.
         collection = ingest_passages(client, settings, full, show_progress=progress is not None)
-        retriever = lambda item: retrieve_from_collection(client, settings, collection, _query(item), engine.k)  # noqa: E731
+        retriever = lambda item: retrieve_from_collection(client, settings, collection, query_of(item), engine.k)  # noqa: E731
         configurations = configurations or CONFIGURATIONS
         recall_curve = retrieval_recall_curve(
-            items, lambda item, k: retrieve_from_collection(client, settings, collection, _query(item), k))
+            items, lambda item, k: retrieve_from_collection(client, settings, collection, query_of(item), k))
     else:
         configurations = configurations or NO_RETRIEVAL
     cases = [EvalCase(item) for item in items]
@@ -171,7 +171,7 @@ def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit:
     return report
 
 
-def _query(item: EvalItem) -> str:
+def query_of(item: EvalItem) -> str:
     """Multi-turn questions ("what about the other one?") need their context: the last user turn plus the
     previous user turn make the search query."""
     earlier = [turn["content"] for turn in item.history if turn.get("role") == "user"][-1:]

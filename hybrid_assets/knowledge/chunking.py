@@ -39,7 +39,7 @@ def chunk_id(doc_id: str, section: str, text: str, tenant: str | None = None) ->
     return str(uuid.uuid5(CHUNK_NAMESPACE, key))
 
 
-def _split_long(text: str, max_chars: int) -> list[str]:
+def split_long(text: str, max_chars: int) -> list[str]:
     """Split at sentence boundaries into pieces of at most ``max_chars`` (a lone long sentence stays whole)."""
     if len(text) <= max_chars:
         return [text]
@@ -93,7 +93,7 @@ def chunk_elements(
         if len(text) < min_chars and index < len(sections) - 1:
             carry = f"{section}: {text}" if section else text
             continue
-        for piece in _split_long(text, max_chars):
+        for piece in split_long(text, max_chars):
             cid = chunk_id(doc_id, section, piece)
             if cid in seen:  # identical repeated text in one section: index it once
                 continue

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from hybrid_assets.knowledge.chunking import Chunk
-from hybrid_assets.knowledge.embedding import Embedder
-from hybrid_assets.store.collections import chunk_properties, existing_chunk_ids
+from hybrid_assets.models.embedding import Embedder
+from hybrid_assets.store.collections import existing_chunk_ids
 
 
 class IndexingError(RuntimeError):
@@ -32,6 +32,17 @@ class SyncReport:
     @property
     def wrote_anything(self) -> bool:
         return bool(self.inserted or self.deleted)
+
+
+def chunk_properties(chunk: Chunk) -> dict:
+    """A chunk as a Weaviate object's properties (the id and vector travel beside them)."""
+    return {
+        "doc_id": chunk.doc_id,
+        "title": chunk.title,
+        "section": chunk.section,
+        "text": chunk.text,
+        "position": chunk.position,
+    }
 
 
 def plan_sync(

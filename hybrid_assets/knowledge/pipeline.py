@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hybrid_assets.knowledge.accounts import Account, account_chunks
 from hybrid_assets.knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_elements
 from hybrid_assets.knowledge.documents import DocumentRef
-from hybrid_assets.knowledge.embedding import Embedder
+from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.knowledge.indexing import SyncReport, sync_collection
-from hybrid_assets.knowledge.parsing import ParseError, parse_document
-from hybrid_assets.settings import Settings
+from hybrid_assets.knowledge.parsing import (
+    PARSER_VERSION,
+    ParseError,
+    RefusedDocument,
+    check_document,
+    parse_with_limits,
+)
+from hybrid_assets.settings import Settings, load_settings
 from hybrid_assets.store.collections import (
     SearchHit,
     accounts_collection_name,
@@ -20,6 +29,9 @@ from hybrid_assets.store.collections import (
     hybrid_search,
     knowledge_collection_name,
 )
+
+
+logger = logging.getLogger(__name__)
 
 
 class UnknownCustomer(LookupError):
@@ -31,6 +43,8 @@ class ChunkingResult:
     chunks_by_doc: dict[str, list[Chunk]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # doc_id -> reason
     parsed: list[str] = field(default_factory=list)  # parsed this run (the rest came from the cache)
+    # Failed for safety (symlinks, special files): unlike other failures their old chunks are removed.
+    refused: set[str] = field(default_factory=set)
 
     @property
     def chunk_count(self) -> int:
@@ -38,28 +52,69 @@ class ChunkingResult:
 
 
 def _cache_path(cache_dir: Path, ref: DocumentRef) -> Path:
-    return cache_dir / "chunks" / CHUNKER_VERSION / f"{ref.sha256}.json"
+    """Keyed by document id AND content: chunk ids contain the doc id, so two files with the same
+    bytes must never share cached chunks."""
+    key = hashlib.sha256(f"{PARSER_VERSION}\0{ref.doc_id}\0{ref.sha256}".encode()).hexdigest()
+    return cache_dir / "chunks" / CHUNKER_VERSION / f"{key}.json"
 
 
-def build_document_chunks(refs: list[DocumentRef], cache_dir: Path, show_progress: bool = False) -> ChunkingResult:
-    """Parse + chunk every document; unchanged content is read from a cache keyed by content hash,
-    so only changed documents are parsed again. A failure is recorded per document, never raised."""
+def _progress_logger(ref: DocumentRef, bar=None):
+    """Progress within one large file: a log line at most every 10 s (and the tqdm bar's postfix)."""
+    last = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"{ref.doc_id} {100 * done // max(total, 1)}%")
+        if time.monotonic() - last[0] >= 10 or done >= total:
+            last[0] = time.monotonic()
+            logger.info("parsing %s: %d%% (%d of %d characters)", ref.doc_id, 100 * done // max(total, 1), done, total)
+
+    return report
+
+
+def build_document_chunks(
+    refs: list[DocumentRef],
+    cache_dir: Path,
+    show_progress: bool = False,
+    max_document_bytes: int | None = None,
+    parse_timeout_s: float | None = None,
+) -> ChunkingResult:
+    """Parse + chunk every document; unchanged documents are read from a cache keyed by document id
+    and content hash, so only changed documents are parsed again. The cheap file checks (symlink,
+    extension, size limit) run before the cache is consulted. A failure is recorded per document,
+    never raised. Limits left at None come from the environment (``load_settings``)."""
+    if max_document_bytes is None or parse_timeout_s is None:
+        settings = load_settings()
+        max_document_bytes = settings.max_document_bytes if max_document_bytes is None else max_document_bytes
+        parse_timeout_s = settings.parse_timeout_s if parse_timeout_s is None else parse_timeout_s
     result = ChunkingResult()
-    iterator = refs
+
+    def fail(ref: DocumentRef, exc: ParseError) -> None:
+        result.failures[ref.doc_id] = str(exc)
+        if isinstance(exc, RefusedDocument):
+            result.refused.add(ref.doc_id)
+
+    iterator, bar = refs, None
     if show_progress:
         from tqdm import tqdm
 
-        iterator = tqdm(refs, desc="parse + chunk", unit="doc")
+        iterator = bar = tqdm(refs, desc="parse + chunk", unit="doc")
     for ref in iterator:
+        try:
+            check_document(ref, max_document_bytes)
+        except ParseError as exc:
+            fail(ref, exc)
+            continue
         cached = _cache_path(cache_dir, ref)
         if cached.exists():
             rows = json.loads(cached.read_text())
-            result.chunks_by_doc[ref.doc_id] = [Chunk(**{**row, "doc_id": ref.doc_id}) for row in rows]
+            result.chunks_by_doc[ref.doc_id] = [Chunk(**row) for row in rows]
             continue
         try:
-            chunks = chunk_elements(ref.doc_id, parse_document(ref))
+            elements = parse_with_limits(ref, max_document_bytes, parse_timeout_s, _progress_logger(ref, bar))
+            chunks = chunk_elements(ref.doc_id, elements)
         except ParseError as exc:
-            result.failures[ref.doc_id] = str(exc)
+            fail(ref, exc)
             continue
         result.parsed.append(ref.doc_id)
         result.chunks_by_doc[ref.doc_id] = chunks
@@ -71,13 +126,14 @@ def build_document_chunks(refs: list[DocumentRef], cache_dir: Path, show_progres
 
 
 def index_documents(client, settings: Settings, chunking: ChunkingResult, show_progress: bool = False) -> SyncReport:
-    """Sync document chunks into the shared knowledge collection. Failed documents keep their chunks."""
+    """Sync document chunks into the shared knowledge collection. Failed documents keep their chunks,
+    except refused ones (symlinks, special files): what was indexed for those is removed."""
     collection = ensure_collection(client, knowledge_collection_name(settings.embedding_model))
     return sync_collection(
         collection,
         chunking.chunks_by_doc,
         Embedder(settings.embedding_model),
-        keep_docs=set(chunking.failures),
+        keep_docs=set(chunking.failures) - chunking.refused,
         show_progress=show_progress,
     )
 
@@ -116,7 +172,10 @@ def ingest_knowledge(client, settings: Settings, show_progress: bool = False) ->
     from hybrid_assets.knowledge.accounts import load_accounts
     from hybrid_assets.knowledge.documents import scan_documents
 
-    chunking = build_document_chunks(scan_documents(settings.docs_dir), settings.cache_dir, show_progress)
+    chunking = build_document_chunks(
+        scan_documents(settings.docs_dir), settings.cache_dir, show_progress,
+        max_document_bytes=settings.max_document_bytes, parse_timeout_s=settings.parse_timeout_s,
+    )
     documents = index_documents(client, settings, chunking, show_progress)
     accounts = index_accounts(client, settings, load_accounts(settings.accounts_dir))
     return IngestReport(chunking, documents, accounts)

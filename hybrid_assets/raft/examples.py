@@ -23,11 +23,11 @@ from hybrid_assets.raft.records import (
     signature_of,
     write_jsonl_atomic,
 )
-from hybrid_assets.schema import LabelSpace
+from hybrid_assets.schema import LabelSpace, not_answerable_escalation
 
 EXAMPLE_ID_PREFIX = "raft-"
-# Level of the policy's rule 6 ("a question the documentation does not answer"), and its reason.
-NO_DOCS_LEVEL = "tier_2"
+# Reason of the policy's rule 6 ("a question the documentation does not answer"); its level comes
+# from the label space (``LabelSpace.not_answerable_level``), never a hard-coded name.
 NO_DOCS_REASON = "Rule 6: the provided documentation does not answer this question."
 
 # Not-answerable targets per escalation level: (resolution, the reply's hand-over sentence).
@@ -99,12 +99,10 @@ def oracle_resolution(short_id: str, quote: str, resolution: str) -> str:
     return f"{head} — {_trim(rest, RESOLUTION_MAX - len(head) - 3)}"
 
 
-def not_answerable_answer(triple: Triple, rng: random.Random) -> dict:
-    """The honest target when the oracle is missing (see the module docstring for the escalation)."""
+def no_oracle_answer(triple: Triple, rng: random.Random, labels: LabelSpace) -> dict:
+    """The honest target when the oracle is missing (see the package docstring for the escalation)."""
     answer = triple.answer
-    escalation = dict(answer["escalation"])
-    if escalation["level"] == "none":
-        escalation = {"level": NO_DOCS_LEVEL, "reason": NO_DOCS_REASON}
+    escalation = not_answerable_escalation(labels, answer["escalation"], NO_DOCS_REASON)
     resolution, handover = HANDOVER.get(
         escalation["level"],
         (f"Route to {escalation['level']}; the retrieved documentation does not cover this ticket.",
@@ -127,7 +125,7 @@ def not_answerable_answer(triple: Triple, rng: random.Random) -> dict:
 
 
 def build_raft_examples(triples: Sequence[Triple], snapshot: Sequence[SnapshotChunk],
-                        distractors: dict[str, list[str]], config: RaftConfig = RaftConfig()) -> list[dict]:
+                        distractors: dict[str, list[str]], config: RaftConfig, labels: LabelSpace) -> list[dict]:
     """Behaviour ticket records (pure and deterministic given ``config.seed``), one per triple, in the
     triples' order. ``distractors[triple id]`` must hold at least k (k+1 for a no-oracle example)
     chunk ids of the snapshot, none of them the oracle or from the gold document."""
@@ -155,7 +153,7 @@ def build_raft_examples(triples: Sequence[Triple], snapshot: Sequence[SnapshotCh
         rng.shuffle(chunks)
         context = [{"id": f"S{i}", "source": c.doc_id, "text": c.passage_text} for i, c in enumerate(chunks, 1)]
         if triple.id in no_oracle:
-            answer = not_answerable_answer(triple, rng)
+            answer = no_oracle_answer(triple, rng, labels)
         else:
             short_id = context[chunks.index(oracle)]["id"]
             answer = {

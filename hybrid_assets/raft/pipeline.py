@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from hybrid_assets.knowledge.documents import file_set_version, scan_documents
-from hybrid_assets.knowledge.embedding import Embedder
+from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.knowledge.pipeline import build_document_chunks
 from hybrid_assets.raft.examples import build_raft_examples, choose_no_oracle, validate_examples
 from hybrid_assets.raft.mining import mine_with_ranks
@@ -62,7 +62,7 @@ def generate_raft_file(triples_path: Path, snapshot_path: Path, out_path: Path, 
 
     mining = mine_with_ranks(client, embedder, triples, snapshot, config.distractors + 1, config.alpha,
                              config.max_quote_similarity)
-    examples = build_raft_examples(triples, snapshot, mining.distractors, config)
+    examples = build_raft_examples(triples, snapshot, mining.distractors, config, labels)
     problems = validate_examples(examples, labels_path)
     if problems:
         raise RaftDataError("generated examples fail behaviour validation:\n" + "\n".join(problems[:20]))

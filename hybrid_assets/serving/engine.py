@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybrid_assets.prompting import build_messages
-from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, fallback_answer, parse_answer
+from hybrid_assets.schema import LabelSpace, dump_answer, fallback_answer, not_answerable_answer, parse_answer
 from hybrid_assets.serving.retrieval import Retrieved, retrieve
 from hybrid_assets.settings import Settings, apply_offline_env
 from hybrid_assets.store.collections import knowledge_collection_name
@@ -47,7 +47,7 @@ class AnswerResult:
         }
 
 
-def enforce_grounding(answer: dict, retrieved_ids: set[str]) -> tuple[dict, list[str], list[str]]:
+def enforce_grounding(answer: dict, retrieved_ids: set[str], labels: LabelSpace) -> tuple[dict, list[str], list[str]]:
     """Pure post-checks: unknown citation ids are dropped (and reported); an 'answerable' answer that
     cites nothing is not grounded, so it becomes the honest not-answerable answer."""
     answer = dict(answer)
@@ -60,11 +60,8 @@ def enforce_grounding(answer: dict, retrieved_ids: set[str]) -> tuple[dict, list
         citations = []
         guards.append("cleared_citations_of_unanswerable")
     if answer["answerable"] and not citations:
-        answer["answerable"] = False
-        answer["reply"] = NOT_ANSWERABLE_REPLY
-        answer["resolution"] = "No retrieved document supports an answer; route to Tier 2 for a human check."
-        if answer["escalation"]["level"] == "none":
-            answer["escalation"] = {"level": "tier_2", "reason": "Rule 6: the documentation does not answer this."}
+        answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
+                                       escalation=answer["escalation"])
         guards.append("ungrounded_answer_replaced")
     answer["citations"] = citations
     return answer, dropped, guards
@@ -92,8 +89,8 @@ class AnswerEngine:
         if self._model is not None:
             return
         apply_offline_env()
-        from hybrid_assets.behaviour.base_model import load_for_inference
-        from hybrid_assets.serving.constrained import GrammarCache
+        from hybrid_assets.models.base_model import load_for_inference
+        from hybrid_assets.models.constrained import GrammarCache
 
         self._model, self._tokenizer = load_for_inference(self.settings.base_model, self.settings)
         self._grammars = GrammarCache(self._tokenizer, self._model.config.vocab_size)
@@ -141,7 +138,7 @@ class AnswerEngine:
         ).to(self._model.device)
         processors = [self._grammars.logits_processor(self.labels, citable)]
         if self.settings.answer_no_repeat_ngram:  # after the grammar mask (see serving/repetition.py)
-            from hybrid_assets.serving.repetition import AnswerNgramGuard
+            from hybrid_assets.models.repetition import AnswerNgramGuard
 
             processors.append(AnswerNgramGuard(self.settings.answer_no_repeat_ngram))
         use_base = self._adapter_version is None and hasattr(self._model, "disable_adapter")
@@ -205,7 +202,7 @@ class AnswerEngine:
 
     def _finish(self, raw: dict, tokens: int, retrieved: Retrieved, generation_s: float, version) -> AnswerResult:
         truncated = raw.pop("_truncated", False)
-        answer, dropped, guards = enforce_grounding(raw, set(retrieved.hits))
+        answer, dropped, guards = enforce_grounding(raw, set(retrieved.hits), self.labels)
         if truncated:
             guards.append("truncated_generation_replaced")
         answer = parse_answer(dump_answer(answer, self.labels), self.labels).model_dump()

@@ -33,7 +33,7 @@ def retrieve(client, settings: Settings, ticket: str, customer_id: str | None, k
 def retrieve_from_collection(client, settings: Settings, collection_name: str, query: str, k: int,
                              alpha: float = 0.6) -> Retrieved:
     """Hybrid search over any chunk collection (an evaluation corpus), with the same relevance floor."""
-    from hybrid_assets.knowledge.embedding import Embedder
+    from hybrid_assets.models.embedding import Embedder
     from hybrid_assets.store.collections import hybrid_search
 
     started = time.perf_counter()

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hybrid_assets.knowledge.chunking import Chunk
-from hybrid_assets.knowledge.embedding import model_slug
+from hybrid_assets.models.embedding import model_slug
 
 TEXT_PROPERTIES = ["text", "title", "section"]  # searched by BM25
 # One search returns at most this many chunks: more is never useful as context, and a server refuses
@@ -68,16 +67,6 @@ def ensure_collection(client, name: str, multi_tenant: bool = False):
             ),
         )
     return client.collections.get(name)
-
-
-def chunk_properties(chunk: Chunk) -> dict:
-    return {
-        "doc_id": chunk.doc_id,
-        "title": chunk.title,
-        "section": chunk.section,
-        "text": chunk.text,
-        "position": chunk.position,
-    }
 
 
 def existing_chunk_ids(collection) -> dict[str, set[str]]:

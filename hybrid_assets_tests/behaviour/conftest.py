@@ -29,6 +29,6 @@ def labels() -> LabelSpace:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The default base model's tokenizer (converts the packaged GGUF once into the cache if needed)."""
-    from hybrid_assets.behaviour.base_model import load_tokenizer
+    from hybrid_assets.models.base_model import load_tokenizer
 
     return load_tokenizer()

@@ -91,7 +91,7 @@ def test_qlora_updates_lora_weights_and_keeps_the_base_frozen(trained):
 def test_saved_adapter_reloads_with_peft_and_generates(trained):
     from peft import PeftModel
 
-    from hybrid_assets.behaviour.base_model import load_for_inference
+    from hybrid_assets.models.base_model import load_for_inference
 
     base, tokenizer = load_for_inference()
     model = PeftModel.from_pretrained(base, str(trained.output))

@@ -66,7 +66,6 @@ BAD_INPUTS = {
     "corrupt.pdf": (b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ngarbage without xref", "corrupt PDF"),
     "empty.md": (b"", "empty file"),
     "junk.txt": (bytes(range(256)) * 4, "binary content"),
-    "legacy.txt": ("Caf\u00e9 cr\u00e8me price list".encode("latin-1"), "not valid UTF-8"),
     "notes.xyz": (b"some text in an unknown format", "unsupported extension '.xyz'"),
     "random.docx": (b"PK\x03\x04 not really a zip archive at all", "cannot parse as docx"),
 }

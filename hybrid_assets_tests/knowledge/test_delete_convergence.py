@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 
 from hybrid_assets.knowledge.chunking import Chunk, chunk_id
-from hybrid_assets.knowledge.embedding import Embedder
+from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.knowledge.indexing import sync_collection
 from hybrid_assets.settings import load_settings
 from hybrid_assets.store.client import connect

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from hybrid_assets.knowledge.documents import scan_documents
-from hybrid_assets.knowledge.embedding import Embedder
+from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.knowledge.indexing import IndexingError
 from hybrid_assets.knowledge.pipeline import build_document_chunks, index_documents
 from hybrid_assets.store.collections import existing_chunk_ids, knowledge_collection_name

@@ -45,3 +45,11 @@ def test_bad_input_fails_with_clear_reason(tmp_path, name):
     with pytest.raises(ParseError) as error:
         parse_document(ref)
     assert expected_reason in str(error.value)
+
+
+def test_latin1_text_a_person_wrote_is_decoded(tmp_path):
+    """Issue #10, item 5: such a file was rejected as "not valid UTF-8"; it is decoded now."""
+    text = "Caf\u00e9 cr\u00e8me price list"
+    (tmp_path / "legacy.txt").write_bytes(text.encode("latin-1"))
+    (ref,) = scan_documents(tmp_path)
+    assert [e.text for e in parse_document(ref)] == [text]

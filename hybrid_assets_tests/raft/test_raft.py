@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_assets.behaviour.dataset import load_behaviour_data
-from hybrid_assets.raft.examples import NO_DOCS_LEVEL, build_raft_examples, choose_no_oracle, validate_examples
+from hybrid_assets.raft.examples import build_raft_examples, choose_no_oracle, validate_examples
 from hybrid_assets.raft.mining import mine_with_ranks, restating_chunks
 from hybrid_assets.raft.records import (
     RESOLUTION_MAX,
@@ -33,9 +33,11 @@ from hybrid_assets.raft.records import (
     load_triples,
     resolve_gold_chunk,
 )
+from hybrid_assets.schema import LabelSpace
 from hybrid_assets.settings import PROJECT_ROOT
 
 FIXTURE_LABELS = Path(__file__).resolve().parent.parent / "fixtures" / "behaviour" / "labels.json"
+LABELS = LabelSpace.from_file(FIXTURE_LABELS)
 SIGN = "\n\n— The Parcelwise Support Team"
 SNAPSHOT_FILE = PROJECT_ROOT / "data/raft/corpus_snapshot.jsonl"
 TRIPLES_FILE = PROJECT_ROOT / "data/raft/triples.jsonl"
@@ -106,7 +108,7 @@ ORACLE = {t.id: resolve_gold_chunk(t, SNAPSHOT) for t in TRIPLES}
 
 
 def _examples(config: RaftConfig = CONFIG) -> list[dict]:
-    return build_raft_examples(TRIPLES, SNAPSHOT, DISTRACTORS, config)
+    return build_raft_examples(TRIPLES, SNAPSHOT, DISTRACTORS, config, LABELS)
 
 
 def _split(examples):
@@ -132,7 +134,7 @@ def test_build_is_deterministic_and_the_no_oracle_fraction_is_exact():
 @pytest.mark.parametrize("k", [1, 3])
 def test_context_size_is_constant_with_or_without_the_oracle(k):
     config = RaftConfig(distractors=k, p_no_oracle=0.3, seed=1)
-    examples = build_raft_examples(TRIPLES, SNAPSHOT, _distractors(k + 1), config)
+    examples = build_raft_examples(TRIPLES, SNAPSHOT, _distractors(k + 1), config, LABELS)
     for example in examples:
         assert [c["id"] for c in example["context"]] == [f"S{i}" for i in range(1, k + 2)]
         assert all(c["source"] in {s.doc_id for s in SNAPSHOT} for c in example["context"])
@@ -168,7 +170,7 @@ def test_the_oracle_is_not_always_in_the_same_place():
 
 def test_no_oracle_examples_are_honest_not_answerable_answers():
     config = RaftConfig(p_no_oracle=1.0)  # every triple, so every escalation case is covered
-    examples = build_raft_examples(TRIPLES, SNAPSHOT, DISTRACTORS, config)
+    examples = build_raft_examples(TRIPLES, SNAPSHOT, DISTRACTORS, config, LABELS)
     for triple, example in zip(TRIPLES, examples):
         answer = example["answer"]
         assert answer["answerable"] is False and answer["citations"] == []
@@ -176,7 +178,7 @@ def test_no_oracle_examples_are_honest_not_answerable_answers():
         assert all(ORACLE[triple.id].text not in c["text"] for c in example["context"])
         assert (answer["category"], answer["sentiment"]) == (triple.answer["category"], triple.answer["sentiment"])
         if triple.answer["escalation"]["level"] == "none":  # documented question, docs missing: rule 6
-            assert answer["escalation"]["level"] == NO_DOCS_LEVEL
+            assert answer["escalation"]["level"] == LABELS.not_answerable_level == "tier_2"
             assert answer["escalation"]["reason"].startswith("Rule 6:")
         else:  # rules 1-4 are triggered by the ticket itself and still apply
             assert answer["escalation"] == triple.answer["escalation"]
@@ -185,7 +187,7 @@ def test_no_oracle_examples_are_honest_not_answerable_answers():
 
 
 def test_every_example_passes_the_behaviour_loader(tmp_path):
-    examples = build_raft_examples(TRIPLES, SNAPSHOT, DISTRACTORS, RaftConfig(p_no_oracle=0.5))
+    examples = build_raft_examples(TRIPLES, SNAPSHOT, DISTRACTORS, RaftConfig(p_no_oracle=0.5), LABELS)
     assert validate_examples(examples, FIXTURE_LABELS) == []
     folder = tmp_path / "behaviour"
     folder.mkdir()
@@ -200,7 +202,8 @@ def test_every_example_passes_the_behaviour_loader(tmp_path):
 
 def test_a_long_resolution_is_trimmed_but_keeps_the_quote():
     triple = _triple(1, "guides/voiding.md", "USPS allows 30 days.", resolution="Explain the void window " * 30)
-    (example,) = build_raft_examples([triple], SNAPSHOT, {triple.id: DISTRACTORS[triple.id]}, RaftConfig(p_no_oracle=0))
+    (example,) = build_raft_examples([triple], SNAPSHOT, {triple.id: DISTRACTORS[triple.id]},
+                                     RaftConfig(p_no_oracle=0), LABELS)
     resolution = example["answer"]["resolution"]
     assert len(resolution) <= RESOLUTION_MAX and resolution.endswith("…")
     assert '"USPS allows 30 days."' in resolution
@@ -209,10 +212,10 @@ def test_a_long_resolution_is_trimmed_but_keeps_the_quote():
 def test_bad_distractors_are_refused():
     bad = {**DISTRACTORS, "rt-0001": ["c-void-2", "c-rate-1", "c-sms-1", "c-key-1"]}  # c-void-2: gold doc
     with pytest.raises(RaftDataError, match="rt-0001.*gold document"):
-        build_raft_examples(TRIPLES, SNAPSHOT, bad, RaftConfig(p_no_oracle=0))
+        build_raft_examples(TRIPLES, SNAPSHOT, bad, RaftConfig(p_no_oracle=0), LABELS)
     short = {**DISTRACTORS, "rt-0003": ["c-void-1"]}
     with pytest.raises(RaftDataError, match="rt-0003: needs 3 distractors, got 1"):
-        build_raft_examples(TRIPLES, SNAPSHOT, short, RaftConfig(p_no_oracle=0))
+        build_raft_examples(TRIPLES, SNAPSHOT, short, RaftConfig(p_no_oracle=0), LABELS)
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -230,7 +233,7 @@ def test_a_quote_that_is_not_in_the_gold_document_names_the_triple():
     with pytest.raises(RaftDataError, match="triple rt-0045: gold_doc 'guides/nope.md' has no chunk"):
         resolve_gold_chunk(no_doc, SNAPSHOT)
     with pytest.raises(RaftDataError, match="rt-0042"):
-        build_raft_examples([missing], SNAPSHOT, {missing.id: DISTRACTORS["rt-0001"]}, CONFIG)
+        build_raft_examples([missing], SNAPSHOT, {missing.id: DISTRACTORS["rt-0001"]}, CONFIG, LABELS)
 
 
 def test_quotes_match_after_whitespace_normalisation():
@@ -339,7 +342,7 @@ MINING_SAMPLE = ("rt-0002", "rt-0014", "rt-0040", "rt-0062", "rt-0076")
 
 @pytest.mark.integration
 def test_mined_distractors_are_hard_negatives_from_other_documents(client, settings):
-    from hybrid_assets.knowledge.embedding import Embedder
+    from hybrid_assets.models.embedding import Embedder
 
     snapshot = load_snapshot(SNAPSHOT_FILE)
     by_id = {t.id: t for t in load_triples(TRIPLES_FILE)}

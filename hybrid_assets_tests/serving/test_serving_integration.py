@@ -114,7 +114,7 @@ def _promote_random_adapter(settings, name: str) -> str:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from hybrid_assets.behaviour.base_model import load_for_inference
+    from hybrid_assets.models.base_model import load_for_inference
     from hybrid_assets.behaviour.registry import AdapterRegistry, build_lineage
 
     base, _ = load_for_inference(settings.base_model, settings)
@@ -249,3 +249,25 @@ def test_evaluation_job_materialises_the_four_configuration_table_in_dagster(ser
     assert all(len(config["answers"]) == 2 for config in report["configurations"].values())
     assert report["best_overall"] == metadata["best_overall"].value
     assert metadata["hybrid_beaten_on"].value  # "nothing" or the metrics another configuration wins
+
+
+def test_another_companys_label_space_without_tier_2_serves_end_to_end(served):
+    """Nothing in serving names a level: a label space with other sentiments, categories and levels
+    (no ``tier_2``) compiles its own grammar, and every answer - including one replaced because it
+    cited nothing - validates against it and escalates to that label space's own first human level."""
+    from hybrid_assets.schema import LabelSpace
+    from hybrid_assets.serving.engine import AnswerEngine
+
+    settings, client, _ = served
+    other = LabelSpace(sentiments=("calm", "upset"), categories=("orders", "misc"),
+                       escalation_levels=("none", "human_review", "legal"), company="Acme")
+    engine = AnswerEngine(settings, other, k=4, max_new_tokens=160)
+    tickets = [{"ticket": "Where is my order? It has been two weeks."},
+               {"ticket": "I want a refund now or I will call my lawyer."}]
+    results = engine.answer_many(client, tickets, retrieval=False)  # nothing citable: grounding must decide
+    for result in results:
+        _assert_well_formed(result, other)
+        level = result.answer["escalation"]["level"]
+        assert level in other.escalation_levels
+        if "ungrounded_answer_replaced" in result.guards:
+            assert level in ("human_review", "legal")

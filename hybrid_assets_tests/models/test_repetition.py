@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hybrid_assets.serving.repetition import AnswerNgramGuard  # noqa: E402
+from hybrid_assets.models.repetition import AnswerNgramGuard  # noqa: E402
 
 VOCAB = 10
 
