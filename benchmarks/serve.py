@@ -41,32 +41,29 @@ EXTRA = [
 
 
 def constrained_vs_free(engine, client, requests: list[dict]) -> dict:
-    """Generate for each prompt (one at a time) with and without the grammar; tokens/s of each."""
-    import torch
-
+    """Generate for each prompt (one at a time) with and without the grammar; tokens/s of each. Both
+    sides are the served decoding path (``models/generation.Decoder``), differing only in the grammar."""
+    from hybrid_assets.models.generation import Decoder
     from hybrid_assets.prompting import build_messages
     from hybrid_assets.serving.retrieval import retrieve
 
-    engine._ensure_base()
-    engine._sync_adapter()
-    tokenizer, model = engine._tokenizer, engine._model
+    model, constrained = engine.loaded()
+    free = Decoder(constrained.tokenizer, model.config.vocab_size, engine.labels, engine.max_new_tokens,
+                   no_repeat_ngram=constrained.no_repeat_ngram, constrained=False)
+    base_only = engine.adapter_version is None
     totals = {"constrained": [0, 0.0], "unconstrained": [0, 0.0]}
     for request in requests:
         got = retrieve(client, engine.settings, request["ticket"], request.get("customer_id"), engine.k)
         messages = build_messages(request["ticket"], got.passages, engine.labels, request.get("customer_id"))
-        inputs = tokenizer.apply_chat_template([messages], add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True)
+        citable = [tuple(got.hits)]
         # Compile this request's grammar before timing: a grammar is compiled once per distinct set of
         # citable ids (~1 s) and cached for every later request; the ratio is about per-token cost.
-        engine._grammars.logits_processor(engine.labels, [tuple(got.hits)])
-        for mode in ("constrained", "unconstrained"):
-            processors = [engine._grammars.logits_processor(engine.labels, [tuple(got.hits)])] if mode == "constrained" else []
+        constrained.prepare(citable)
+        for mode, decoder in (("constrained", constrained), ("unconstrained", free)):
             started = time.perf_counter()
-            with torch.inference_mode():
-                output = model.generate(**inputs, max_new_tokens=engine.max_new_tokens, do_sample=False,
-                                        logits_processor=processors, pad_token_id=tokenizer.pad_token_id)
+            (generation,) = decoder.generate(model, [messages], citable, base_only=base_only)
             seconds = time.perf_counter() - started
-            totals[mode][0] += int(output.shape[1] - inputs["input_ids"].shape[1])
+            totals[mode][0] += generation.tokens
             totals[mode][1] += seconds
     rates = {mode: tokens / seconds for mode, (tokens, seconds) in totals.items()}
     return {"constrained_tps": rates["constrained"], "unconstrained_tps": rates["unconstrained"],

@@ -1,13 +1,13 @@
 """Evaluate a base model with or without an adapter on held-out behaviour records, and gate promotion.
 
-Generation decodes as serving does: greedy, the same prompt builder, and the answer schema's grammar
-(xgrammar), because the gate should judge the model users will get. Unconstrained, neither the base
-nor a CPU-budget adapter (38 steps) writes valid JSON for these prompts (measured: 0/32 both; the
-adapter learns the shape but a 135M model still slips on the nested object), so an unconstrained gate
-would never promote anything. Under the grammar, JSON validity = the answer finished within the
-token budget; a model that rambles until the budget runs out gets no valid answer. An answer that does
-not parse counts as wrong for every field metric, so no model scores by producing fewer, luckier answers.
-``constrained=False`` measures the raw model (what the weights learned).
+Generation is serving's own decoding path (``models/generation.py``: greedy, the schema grammar, the
+n-gram guard when ``HYBRID_NO_REPEAT_NGRAM`` is set), because the gate should judge the model users
+will get. Unconstrained, neither the base nor a CPU-budget adapter (38 steps) writes valid JSON for
+these prompts (measured: 0/32 both), so an unconstrained gate would never promote anything.
+
+Scoring is the shared decision scorer (``hybrid_assets/scoring.py``): JSON validity = the answer
+finished within the token budget, reported on its own; each label accuracy counts what the model
+decided, also in the prefix of an answer the budget cut. ``constrained=False`` measures the raw model.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import BehaviourRecord
 from hybrid_assets.behaviour.sft import prompt_messages
-from hybrid_assets.schema import LabelSpace, parse_answer
-from hybrid_assets.settings import Settings, apply_offline_env
+from hybrid_assets.models.generation import Decoder, parse_generation
+from hybrid_assets.schema import LabelSpace
+from hybrid_assets.scoring import Scored, decision_scores, decisions_of
+from hybrid_assets.settings import Settings, apply_offline_env, load_settings
 
 # The adapter must beat the base on each of these (or tie at a perfect 1.0).
 GATE_METRICS = ("json_validity", "category_accuracy", "sentiment_accuracy", "escalation_accuracy")
@@ -33,6 +35,7 @@ class Prediction:
     answer: dict | None  # None when the text does not parse as a valid answer
     error: str | None
     generated_tokens: int
+    decided: dict | None = None  # the decision fields, also from a cut answer's prefix (None: read from text)
 
 
 @dataclass(frozen=True)
@@ -58,40 +61,32 @@ class EvalReport:
     adapter_dir: str | None
 
 
-def score(records: Sequence[BehaviourRecord], predictions: Sequence[Prediction], seconds: float) -> EvalMetrics:
-    """Field accuracies over all records; a prediction without a parsed answer is wrong everywhere."""
+def score(records: Sequence[BehaviourRecord], predictions: Sequence[Prediction], seconds: float,
+          labels: LabelSpace | None = None) -> EvalMetrics:
+    """JSON validity and the decision accuracies over all records (``hybrid_assets/scoring.py``)."""
     n = len(records)
     if n == 0:
         raise ValueError("no records to score")
-    hits = {"valid": 0, "sentiment": 0, "category": 0, "escalation": 0, "answerable": 0}
+    rows = []
     for record, prediction in zip(records, predictions, strict=True):
-        got, want = prediction.answer, record.answer
-        if got is None:
-            continue
-        hits["valid"] += 1
-        hits["sentiment"] += got["sentiment"] == want["sentiment"]
-        hits["category"] += got["category"] == want["category"]
-        hits["escalation"] += got["escalation"]["level"] == want["escalation"]["level"]
-        hits["answerable"] += got["answerable"] == want["answerable"]
+        decided = prediction.decided
+        if decided is None:  # a prediction made elsewhere: read its text as generation would
+            decided = parse_generation(prediction.text, prediction.generated_tokens, labels).decided if labels \
+                else (decisions_of(prediction.answer) if prediction.answer else {})
+        rows.append(Scored(decisions_of(record.answer), decided, prediction.answer is not None))
+    scores = decision_scores(rows)
     tokens = sum(p.generated_tokens for p in predictions)
     return EvalMetrics(
         n=n,
-        json_validity=hits["valid"] / n,
-        sentiment_accuracy=hits["sentiment"] / n,
-        category_accuracy=hits["category"] / n,
-        escalation_accuracy=hits["escalation"] / n,
-        answerable_accuracy=hits["answerable"] / n,
+        json_validity=scores["json_validity"],
+        sentiment_accuracy=scores["sentiment_accuracy"],
+        category_accuracy=scores["category_accuracy"],
+        escalation_accuracy=scores["escalation_accuracy"],
+        answerable_accuracy=scores["answerable_accuracy"],
         mean_latency_s=seconds / n,
         tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
         generated_tokens=tokens,
     )
-
-
-def _parse(text: str, labels: LabelSpace) -> tuple[dict | None, str | None]:
-    try:
-        return parse_answer(text.strip(), labels).model_dump(), None
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        return None, str(exc).splitlines()[0][:200]
 
 
 def load_model(base_model: str | None, adapter_dir: Path | str | None, settings: Settings | None = None):
@@ -109,43 +104,28 @@ def load_model(base_model: str | None, adapter_dir: Path | str | None, settings:
 
 
 def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], labels: LabelSpace,
-                     max_new_tokens: int, batch_size: int, constrained: bool = True) -> tuple[list[Prediction], float]:
-    """Greedy, batched (left-padded; similar prompt lengths batched together). Returns predictions in
-    record order and the total generation seconds. ``constrained`` decodes as serving does (grammar of
-    the answer schema, citations limited to the record's context ids)."""
-    import torch
-
-    grammars = None
-    if constrained:
-        from hybrid_assets.models.constrained import GrammarCache
-
-        grammars = GrammarCache(tokenizer, model.config.vocab_size)
-
-    tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
-    prompts = [tokenizer.apply_chat_template(prompt_messages(r, labels), add_generation_prompt=True, tokenize=False)
-               for r in records]
-    order = sorted(range(len(records)), key=lambda i: len(prompts[i]))
+                     max_new_tokens: int, batch_size: int, constrained: bool = True,
+                     no_repeat_ngram: int | None = None) -> tuple[list[Prediction], float]:
+    """Every record through the shared decoder, in batches of similar prompt length (less padding).
+    Returns predictions in record order and the total generation seconds. ``no_repeat_ngram``
+    defaults to the served setting (``HYBRID_NO_REPEAT_NGRAM``)."""
+    if no_repeat_ngram is None:
+        no_repeat_ngram = load_settings().answer_no_repeat_ngram
+    decoder = Decoder(tokenizer, model.config.vocab_size, labels, max_new_tokens, no_repeat_ngram, constrained)
+    conversations = [prompt_messages(r, labels) for r in records]
+    order = sorted(range(len(records)), key=lambda i: sum(len(m["content"]) for m in conversations[i]))
     results: dict[int, Prediction] = {}
     seconds = 0.0
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
-        processors = [grammars.logits_processor(labels, [tuple(c.id for c in records[i].context) for i in batch])] \
-            if grammars else []
+        citable = [tuple(c.id for c in records[i].context) for i in batch]
+        decoder.prepare(citable)  # compile grammars outside the timed part (cached per id set)
         started = time.perf_counter()
-        with torch.inference_mode():
-            output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                                    logits_processor=processors,
-                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        generated = decoder.generate(model, [conversations[i] for i in batch], citable)
         seconds += time.perf_counter() - started
-        new_tokens = output[:, encoded["input_ids"].shape[1]:]
-        for row, index in zip(new_tokens.tolist(), batch):
-            if tokenizer.eos_token_id in row:
-                row = row[: row.index(tokenizer.eos_token_id) + 1]
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            answer, error = _parse(text, labels)
-            results[index] = Prediction(records[index].id, text, answer, error, len(row))
+        for index, generation in zip(batch, generated):
+            results[index] = Prediction(records[index].id, generation.text, generation.answer, generation.error,
+                                        generation.tokens, generation.decided)
     return [results[i] for i in range(len(records))], seconds
 
 
@@ -166,7 +146,7 @@ def evaluate_model(
     model, tokenizer = load_model(base_model, adapter_dir, settings)
     predictions, seconds = generate_answers(model, tokenizer, records, labels, max_new_tokens, batch_size,
                                             constrained)
-    return EvalReport(score(records, predictions, seconds), tuple(predictions),
+    return EvalReport(score(records, predictions, seconds, labels), tuple(predictions),
                       str(adapter_dir) if adapter_dir is not None else None)
 
 

@@ -44,7 +44,10 @@ def eval_subset(records: Sequence[BehaviourRecord], limit: int) -> list[Behaviou
 
 
 def _base_eval_cache(settings: Settings, base_model: str, records: Sequence[BehaviourRecord]) -> Path:
-    key = hashlib.sha256(json.dumps([base_model, EVAL_MAX_NEW_TOKENS, "constrained", [r.target + r.ticket for r in records]])
+    # Everything that changes the base's figures: the scorer's version ("decisions-v2": labels read
+    # from cut answers too), the decoding (budget, grammar, n-gram guard) and the records.
+    key = hashlib.sha256(json.dumps([base_model, EVAL_MAX_NEW_TOKENS, "constrained", "decisions-v2",
+                                     settings.answer_no_repeat_ngram, [r.target + r.ticket for r in records]])
                          .encode()).hexdigest()[:16]
     return settings.adapters_dir / "base_eval" / f"{key}.json"
 

@@ -8,9 +8,10 @@
 All four run through the serving engine (same prompt builder, same schema-constrained greedy decoding,
 same grounding guards), so the only differences are the adapter and the context. Metrics, per config:
 
-- json_validity: share of answers completed within the token budget (the grammar makes every
-  finished answer parse; a truncated one is replaced by the fallback and counted invalid);
-- sentiment / category / escalation accuracy: exact match with the gold labels (where the set has them);
+- json_validity, sentiment / category / escalation accuracy: the shared decision scorer
+  (``hybrid_assets/scoring.py``, as the promotion gate): validity = completed within the token budget;
+  a label counts what the model decided (of a cut answer: what its prefix had decided), exact match
+  with the gold labels where the set has them;
 - answer_f1: SQuAD-style token F1 of the reply against the gold answer, on gold-answerable items;
 - citation precision / recall: the cited chunks' documents vs the gold documents (macro over items;
   precision over items that cite anything, recall over answerable items with gold documents);
@@ -29,9 +30,7 @@ from pathlib import Path
 
 from hybrid_assets.evaluation.datasets import EvalItem
 from hybrid_assets.evaluation.metrics import abstention_scores, mean, token_f1
-
-ANSWER_KEYS = ("sentiment", "category", "escalation")
-
+from hybrid_assets.scoring import Scored, decision_scores
 
 @dataclass(frozen=True)
 class Configuration:
@@ -71,18 +70,16 @@ class ConfigReport:
 # -- scoring ------------------------------------------------------------------------------------
 def score(cases: Sequence[EvalCase], results: Sequence, retrieval: bool) -> dict:
     """Metrics for one configuration (``results`` are serving ``AnswerResult``s, in case order)."""
-    label_hits = {key: [] for key in ANSWER_KEYS}
-    valid, f1s, precisions, recalls, retrieved_gold = [], [], [], [], []
+    decisions, f1s, precisions, recalls, retrieved_gold = [], [], [], [], []
     gold_flags, predicted_flags = [], []
     for case, result in zip(cases, results, strict=True):
         answer, item = result.answer, case.item
-        valid.append("truncated_generation_replaced" not in result.guards)
         if case.gold_labels:
-            label_hits["sentiment"].append(answer["sentiment"] == case.gold_labels["sentiment"])
-            label_hits["category"].append(answer["category"] == case.gold_labels["category"])
-            label_hits["escalation"].append(answer["escalation"]["level"] == case.gold_labels["escalation"])
-        elif item.category is not None:
-            label_hits["category"].append(answer["category"] == item.category)
+            gold = {"sentiment": case.gold_labels["sentiment"], "category": case.gold_labels["category"],
+                    "escalation_level": case.gold_labels["escalation"]}
+        else:
+            gold = {"category": item.category}
+        decisions.append(Scored(gold, result.decided, result.complete))
         gold_flags.append(item.answerable)
         predicted_flags.append(bool(answer["answerable"]))
         gold_docs = set(item.gold_passage_ids)
@@ -98,11 +95,12 @@ def score(cases: Sequence[EvalCase], results: Sequence, retrieval: bool) -> dict
             if retrieval:
                 retrieved_gold.append(any(chunk["doc_id"] in gold_docs for chunk in result.retrieved))
     abstention = abstention_scores(gold_flags, predicted_flags) if not all(gold_flags) else None
+    decided = decision_scores(decisions)
     metrics = {
-        "json_validity": mean(valid),
-        "sentiment_accuracy": mean(label_hits["sentiment"]),
-        "category_accuracy": mean(label_hits["category"]),
-        "escalation_accuracy": mean(label_hits["escalation"]),
+        "json_validity": decided["json_validity"],
+        "sentiment_accuracy": decided["sentiment_accuracy"],
+        "category_accuracy": decided["category_accuracy"],
+        "escalation_accuracy": decided["escalation_accuracy"],
         "answer_f1": mean(f1s),
         "citation_precision": mean(precisions),
         "citation_recall": mean(recalls),

@@ -7,14 +7,15 @@ and, when it changed, loads the new adapter next to the old one and switches (ho
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybrid_assets.prompting import build_messages
-from hybrid_assets.schema import LabelSpace, dump_answer, fallback_answer, not_answerable_answer, parse_answer
+from hybrid_assets.models.generation import Generation
+from hybrid_assets.schema import LabelSpace, dump_answer, not_answerable_answer, parse_answer
+from hybrid_assets.scoring import decisions_of
 from hybrid_assets.serving.retrieval import Retrieved, retrieve
 from hybrid_assets.settings import Settings, apply_offline_env
 from hybrid_assets.store.collections import knowledge_collection_name
@@ -32,6 +33,10 @@ class AnswerResult:
     dropped_citations: list[str] = field(default_factory=list)
     guards: list[str] = field(default_factory=list)  # post-generation safety rules that fired
     retrieved: list[dict] = field(default_factory=list)  # every retrieved chunk (id, doc, chunk id)
+    # What the model decided (``scoring.decisions_of`` of the served answer; of a cut answer, what its
+    # prefix had decided): what the evaluation scores.
+    decided: dict = field(default_factory=dict)
+    complete: bool = True  # False when the token budget cut the answer
 
     def to_dict(self) -> dict:
         return {
@@ -67,6 +72,18 @@ def enforce_grounding(answer: dict, retrieved_ids: set[str], labels: LabelSpace)
     return answer, dropped, guards
 
 
+def truncated_answer(decided: dict, labels: LabelSpace) -> dict:
+    """A cut answer cannot be checked, so it becomes the not-answerable answer; what it had already
+    decided (sentiment, category, escalation level) stays, so the labels a reader sees, and a scorer
+    counts, are the model's own."""
+    level = decided.get("escalation_level")
+    return not_answerable_answer(
+        labels, sentiment=decided.get("sentiment"), category=decided.get("category"),
+        escalation={"level": level, "reason": ""} if level else None,
+        reason="Generation hit the token limit before the answer was complete.",
+        resolution="A person should read this ticket; the assistant could not produce a checked answer.")
+
+
 class AnswerEngine:
     """Thread-safe; one generation at a time (a 2-core CPU gains nothing from more)."""
 
@@ -81,7 +98,7 @@ class AnswerEngine:
         self._lock = threading.Lock()
         self._model = None
         self._tokenizer = None
-        self._grammars = None
+        self._decoder = None
         self._adapter_version: str | None = None
 
     # -- model and adapter ------------------------------------------------------------------
@@ -90,10 +107,11 @@ class AnswerEngine:
             return
         apply_offline_env()
         from hybrid_assets.models.base_model import load_for_inference
-        from hybrid_assets.models.constrained import GrammarCache
+        from hybrid_assets.models.generation import Decoder
 
         self._model, self._tokenizer = load_for_inference(self.settings.base_model, self.settings)
-        self._grammars = GrammarCache(self._tokenizer, self._model.config.vocab_size)
+        self._decoder = Decoder(self._tokenizer, self._model.config.vocab_size, self.labels, self.max_new_tokens,
+                                no_repeat_ngram=self.settings.answer_no_repeat_ngram)
 
     def _sync_adapter(self) -> None:
         """Hot swap: load the promoted adapter if it changed since the last request."""
@@ -126,40 +144,19 @@ class AnswerEngine:
     def adapter_version(self) -> str | None:
         return self._adapter_version
 
+    def loaded(self):
+        """(model, decoder) with the base model loaded and the promoted adapter active: for callers that
+        measure the decoding path itself (benchmarks/serve.py), never a second decoding loop."""
+        with self._lock:
+            self._ensure_base()
+            self._sync_adapter()
+        return self._model, self._decoder
+
     # -- answering ---------------------------------------------------------------------------
-    def generate(self, conversations: list[list[dict]], citable: list[tuple[str, ...]]) -> list[tuple[dict, int]]:
-        """Greedy, grammar-constrained generation for a batch (left-padded); one grammar per row."""
-        import torch
-
-        tokenizer = self._tokenizer
-        tokenizer.padding_side = "left"  # decoder-only batching: pad before the prompt
-        inputs = tokenizer.apply_chat_template(
-            conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
-        ).to(self._model.device)
-        processors = [self._grammars.logits_processor(self.labels, citable)]
-        if self.settings.answer_no_repeat_ngram:  # after the grammar mask (see serving/repetition.py)
-            from hybrid_assets.models.repetition import AnswerNgramGuard
-
-            processors.append(AnswerNgramGuard(self.settings.answer_no_repeat_ngram))
-        use_base = self._adapter_version is None and hasattr(self._model, "disable_adapter")
-        with torch.inference_mode(), (self._model.disable_adapter() if use_base else contextlib.nullcontext()):
-            output = self._model.generate(
-                **inputs,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                logits_processor=processors,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        results = []
-        for row in output[:, inputs["input_ids"].shape[1]:]:
-            keep = row[row != tokenizer.pad_token_id]
-            text = tokenizer.decode(keep, skip_special_tokens=True)
-            try:
-                results.append((parse_answer(text, self.labels).model_dump(), int(keep.shape[0])))
-            except ValueError:  # only when max_new_tokens cut the JSON short; the grammar allows nothing else
-                answer = fallback_answer(self.labels, "Generation hit the token limit before the answer was complete.")
-                results.append(({**answer, "_truncated": True}, int(keep.shape[0])))
-        return results
+    def generate(self, conversations: list[list[dict]], citable: list[tuple[str, ...]]) -> list[Generation]:
+        """One batch through the shared decoding path (``models/generation.py``), with the promoted
+        adapter, or the base model when none is promoted."""
+        return self._decoder.generate(self._model, conversations, citable, base_only=self._adapter_version is None)
 
     def answer(self, client, ticket: str, customer_id: str | None = None, history: list[dict] | None = None,
                retrieval: bool = True) -> AnswerResult:
@@ -196,15 +193,16 @@ class AnswerEngine:
                 started = time.perf_counter()
                 generated = self.generate(conversations[batch], [tuple(got.hits) for got in retrieved[batch]])
                 seconds = (time.perf_counter() - started) / len(generated)  # per answer, amortised
-                for got, (raw, tokens) in zip(retrieved[batch], generated):
-                    results.append(self._finish(raw, tokens, got, seconds, version))
+                for got, generation in zip(retrieved[batch], generated):
+                    results.append(self._finish(generation, got, seconds, version))
         return results
 
-    def _finish(self, raw: dict, tokens: int, retrieved: Retrieved, generation_s: float, version) -> AnswerResult:
-        truncated = raw.pop("_truncated", False)
-        answer, dropped, guards = enforce_grounding(raw, set(retrieved.hits), self.labels)
-        if truncated:
-            guards.append("truncated_generation_replaced")
+    def _finish(self, generation: Generation, retrieved: Retrieved, generation_s: float, version) -> AnswerResult:
+        if generation.complete:
+            answer, dropped, guards = enforce_grounding(generation.answer, set(retrieved.hits), self.labels)
+        else:  # the budget cut it: the honest answer, keeping the labels the cut answer had decided
+            answer, dropped, guards = truncated_answer(generation.decided, self.labels), [], ["truncated_generation_replaced"]
+        tokens = generation.tokens
         answer = parse_answer(dump_answer(answer, self.labels), self.labels).model_dump()
         sources = [
             {"id": c, "chunk_id": retrieved.hits[c].chunk_id, "doc_id": retrieved.hits[c].doc_id,
@@ -223,6 +221,8 @@ class AnswerEngine:
             generated_tokens=tokens,
             dropped_citations=dropped,
             guards=guards,
+            decided=decisions_of(answer) if generation.complete else dict(generation.decided),
+            complete=generation.complete,
             retrieved=[{"id": i, "doc_id": h.doc_id, "chunk_id": h.chunk_id, "tenant": h.tenant,
                         "similarity": round(h.similarity, 4) if h.similarity is not None else None}
                        for i, h in retrieved.hits.items()],

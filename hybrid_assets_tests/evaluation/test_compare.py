@@ -18,6 +18,7 @@ from hybrid_assets.evaluation.compare import (
     write_report,
 )
 from hybrid_assets.evaluation.datasets import EvalItem
+from hybrid_assets.scoring import decisions_of
 
 GOLD_LABELS = {"sentiment": "negative", "category": "labels", "escalation": "none"}
 
@@ -27,9 +28,11 @@ def _answer(answerable=True, category="labels", sentiment="negative", level="non
             "escalation": {"level": level, "reason": "r"}, "citations": [], "resolution": "x", "reply": reply}
 
 
-def _result(answer, cited=(), retrieved=(), guards=()):
+def _result(answer, cited=(), retrieved=(), guards=(), decided=None):
+    complete = "truncated_generation_replaced" not in guards
     return SimpleNamespace(answer=answer, sources=[{"doc_id": d} for d in cited],
-                           retrieved=[{"doc_id": d} for d in retrieved], guards=list(guards))
+                           retrieved=[{"doc_id": d} for d in retrieved], guards=list(guards),
+                           decided=decisions_of(answer) if decided is None else decided, complete=complete)
 
 
 CASES = [
@@ -70,6 +73,18 @@ def test_truncation_invalidates_and_an_abstaining_answer_scores_no_f1():
     assert metrics["abstention_precision"] == 0.0 and metrics["abstention_recall"] == 0.0
     assert metrics["citation_precision"] == 0.0  # citing for an unanswerable question is never precise
     assert metrics["retrieval_recall_at_k"] is None
+
+
+def test_a_cut_answer_is_invalid_but_its_decided_labels_count():
+    """The same scorer as the promotion gate: labels come from what the model decided, validity apart."""
+    served = _answer(answerable=False, category="other", sentiment="neutral", level="tier_2")  # the fallback shown
+    decided = {"sentiment": "negative", "category": "labels"}  # the cut prefix had decided these two
+    results = [_result(served, guards=["truncated_generation_replaced"], decided=decided)] + \
+              [_result(_answer()) for _ in range(2)]
+    metrics = score(CASES, results, retrieval=False)
+    assert metrics["json_validity"] == pytest.approx(2 / 3)
+    assert metrics["category_accuracy"] == 1.0 and metrics["sentiment_accuracy"] == 1.0
+    assert metrics["escalation_accuracy"] == pytest.approx(2 / 3)  # never reached in the cut answer
 
 
 def test_overall_gives_no_free_pass_for_citing_nothing():

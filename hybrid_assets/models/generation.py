@@ -1,0 +1,128 @@
+"""The one decoding path: prompt conversations -> greedy generation under the answer schema's grammar
+(+ the optional answer n-gram guard) -> parsed answers, with cut answers handled the same way for
+every caller. Serving (``serving/engine.py``), the promotion gate (``behaviour/evaluate.py``),
+evaluation (through the engine) and the benchmarks all decode here, so "decoded as served" is true
+by construction, not by keeping several loops in step.
+
+A cut answer (the token budget ran out) does not parse, but under the grammar its prefix is valid
+JSON up to the cut and in ``FIELD_ORDER``: the labels it already decided (sentiment, category,
+answerable, escalation level) are read from that prefix (``read_decided``), so a scorer can count
+them while reporting the answer itself as invalid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+
+from hybrid_assets.schema import LabelSpace, parse_answer
+
+# The decision fields, in generation order, as the compact grammar layout writes them.
+_DECIDED = {
+    "sentiment": re.compile(r'^\{"sentiment": ?"([^"]*)"'),
+    "category": re.compile(r'"category": ?"([^"]*)"'),
+    "answerable": re.compile(r'"answerable": ?(true|false)'),
+    "escalation_level": re.compile(r'"escalation": ?\{"level": ?"([^"]*)"'),
+}
+
+
+def read_decided(text: str, labels: LabelSpace) -> dict:
+    """The decision fields present in a (possibly cut) answer's text: only complete values, and only
+    values of the label space (a cut inside a string decides nothing)."""
+    decided: dict = {}
+    text = text.strip()
+    for name, pattern in _DECIDED.items():
+        match = pattern.search(text)
+        if not match:
+            break  # fields come in order: nothing after a missing one was decided either
+        value = match.group(1)
+        if name == "answerable":
+            decided[name] = value == "true"
+            continue
+        vocabulary = {"sentiment": labels.sentiments, "category": labels.categories,
+                      "escalation_level": labels.escalation_levels}[name]
+        if value not in vocabulary:
+            break
+        decided[name] = value
+    return decided
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: int  # generated tokens (up to and including end-of-sequence)
+    answer: dict | None  # the parsed answer; None when the budget cut it (or, unconstrained, it is invalid)
+    decided: dict = field(default_factory=dict)  # ``read_decided`` of the text: also set for cut answers
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.answer is not None
+
+
+def parse_generation(text: str, tokens: int, labels: LabelSpace) -> Generation:
+    try:
+        answer = parse_answer(text.strip(), labels).model_dump()
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError; under the grammar: a cut answer
+        return Generation(text, tokens, None, read_decided(text, labels), str(exc).splitlines()[0][:200])
+    decided = {"sentiment": answer["sentiment"], "category": answer["category"], "answerable": answer["answerable"],
+               "escalation_level": answer["escalation"]["level"]}
+    return Generation(text, tokens, answer, decided)
+
+
+class Decoder:
+    """Greedy, batched (left-padded) generation; one grammar per row (its own citable ids)."""
+
+    def __init__(self, tokenizer, vocab_size: int, labels: LabelSpace, max_new_tokens: int,
+                 no_repeat_ngram: int = 0, constrained: bool = True):
+        from hybrid_assets.models.constrained import GrammarCache
+
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.max_new_tokens = max_new_tokens
+        self.no_repeat_ngram = no_repeat_ngram
+        self.constrained = constrained
+        self.grammars = GrammarCache(tokenizer, vocab_size) if constrained else None
+
+    def processors(self, citable: list[tuple[str, ...]]) -> list:
+        processors = [self.grammars.logits_processor(self.labels, citable)] if self.constrained else []
+        if self.no_repeat_ngram:  # after the grammar mask (see models/repetition.py)
+            from hybrid_assets.models.repetition import AnswerNgramGuard
+
+            processors.append(AnswerNgramGuard(self.no_repeat_ngram))
+        return processors
+
+    def prepare(self, citable: list[tuple[str, ...]]) -> None:
+        """Compile the grammars these rows need (cached), e.g. before timing a generation."""
+        if self.grammars is not None:
+            self.grammars.logits_processor(self.labels, citable)
+
+    def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
+                 base_only: bool = False) -> list[Generation]:
+        """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model)."""
+        import torch
+
+        if len(conversations) != len(citable):
+            raise ValueError("one citable-id tuple per conversation is needed")
+        tokenizer = self.tokenizer
+        tokenizer.padding_side = "left"  # decoder-only batching: pad before the prompt
+        inputs = tokenizer.apply_chat_template(
+            conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
+        ).to(model.device)
+        disable = base_only and hasattr(model, "disable_adapter")
+        with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()):
+            output = model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                logits_processor=self.processors(citable),
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        results = []
+        for row in output[:, inputs["input_ids"].shape[1]:].tolist():
+            if tokenizer.eos_token_id in row:  # what follows the end of sequence is batch padding
+                row = row[: row.index(tokenizer.eos_token_id) + 1]
+            results.append(parse_generation(tokenizer.decode(row, skip_special_tokens=True), len(row), self.labels))
+        return results

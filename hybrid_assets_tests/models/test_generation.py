@@ -1,0 +1,73 @@
+"""The shared decoding path's pure parts and the one scorer: a cut answer keeps the labels its
+grammar-constrained prefix had decided, and validity is scored on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybrid_assets.models.generation import parse_generation, read_decided
+from hybrid_assets.schema import LabelSpace
+from hybrid_assets.scoring import Scored, decision_scores
+from hybrid_assets.serving.engine import truncated_answer
+from hybrid_assets.settings import PROJECT_ROOT
+
+LABELS = LabelSpace.from_file(Path(PROJECT_ROOT / "data/behaviour/labels.json"))
+FULL = ('{"sentiment": "negative", "category": "billing", "answerable": true, "escalation": {"level": '
+        '"billing_specialist", "reason": "Rule 4."}, "citations": ["S1"], "resolution": "Refund.", "reply": "Sorry."}')
+
+
+@pytest.mark.parametrize("cut, expected", [
+    (FULL, {"sentiment": "negative", "category": "billing", "answerable": True,
+            "escalation_level": "billing_specialist"}),
+    (FULL[: FULL.index('"resolution"') + 20], {"sentiment": "negative", "category": "billing", "answerable": True,
+                                              "escalation_level": "billing_specialist"}),
+    (FULL[: FULL.index('"escalation"') + 20], {"sentiment": "negative", "category": "billing", "answerable": True}),
+    (FULL[: FULL.index('"billing"') + 4], {"sentiment": "negative"}),  # cut inside a value: not decided
+    ('{"sentiment": "negat', {}),
+    ("", {}),
+])
+def test_decided_fields_are_read_from_the_prefix_of_a_cut_answer(cut, expected):
+    assert read_decided(cut, LABELS) == expected
+
+
+def test_a_value_outside_the_label_space_decides_nothing_after_it():
+    text = '{"sentiment": "furious", "category": "billing"'
+    assert read_decided(text, LABELS) == {}
+
+
+def test_parse_generation_tells_complete_from_cut():
+    complete = parse_generation(FULL, 60, LABELS)
+    assert complete.complete and complete.answer["category"] == "billing" and complete.error is None
+    cut = parse_generation(FULL[:120], 30, LABELS)
+    assert not cut.complete and cut.answer is None and cut.error
+    assert cut.decided["escalation_level"] == "billing_specialist"
+
+
+def test_the_scorer_counts_decided_labels_and_reports_validity_apart():
+    gold = {"sentiment": "negative", "category": "billing", "answerable": True, "escalation_level": "billing_specialist"}
+    rows = [
+        Scored(gold, dict(gold), complete=True),
+        Scored(gold, read_decided(FULL[:120], LABELS), complete=False),  # cut after the escalation level
+        Scored(gold, {"sentiment": "negative"}, complete=False),  # cut early: the rest counts as wrong
+        Scored({"category": "billing"}, {"category": "labels"}, complete=True),  # an intent row: category only
+    ]
+    scores = decision_scores(rows)
+    assert scores["json_validity"] == 0.5
+    assert scores["sentiment_accuracy"] == 1.0  # 3 of 3 rows that have a gold sentiment
+    assert scores["category_accuracy"] == 0.5  # 2 of 4
+    assert scores["escalation_accuracy"] == pytest.approx(2 / 3)
+    assert scores["answerable_accuracy"] == pytest.approx(2 / 3)
+    assert decision_scores([Scored({"category": "billing"}, {}, True)])["sentiment_accuracy"] is None
+
+
+def test_a_cut_served_answer_is_honest_but_keeps_its_decided_labels():
+    answer = truncated_answer(read_decided(FULL[:120], LABELS), LABELS)
+    assert answer["answerable"] is False and answer["citations"] == []
+    assert (answer["sentiment"], answer["category"]) == ("negative", "billing")
+    assert answer["escalation"]["level"] == "billing_specialist"  # a level the ticket itself triggered stays
+    docs_would_answer = truncated_answer({"sentiment": "neutral", "category": "labels", "answerable": True,
+                                          "escalation_level": "none"}, LABELS)
+    assert docs_would_answer["escalation"]["level"] == "tier_2"  # no checked answer: a person looks at it
+    assert truncated_answer({}, LABELS)["category"] == "other"
