@@ -1,12 +1,12 @@
 """hybrid_assets: a support assistant fine-tuned for behaviour and grounded by retrieval for knowledge.
 
-Package layout (the architecture is the folder tree):
-- ``knowledge/``  documents -> parsed elements -> chunks -> embeddings (no Dagster imports)
-- ``store/``      the Weaviate server lifecycle, client and collections (no Dagster imports)
-- ``behaviour/``  behaviour data -> SFT examples -> QLoRA adapter -> registry (no Dagster imports)
-- ``serving/``    retrieval + adapter + schema-constrained generation (no Dagster imports)
-- ``evaluation/`` metrics and the four-configuration comparison (no Dagster imports)
-- ``defs/``       the Dagster wiring: one folder per path; the only place that imports dagster
+Package layout, top layer first (``lint-imports`` enforces it; contracts in pyproject.toml):
+- ``cli``, ``demo``, ``defs/``  entry points; ``defs/`` is the Dagster wiring and the only Dagster import
+- ``evaluation/``               the four-configuration comparison and external datasets
+- ``serving/`` | ``raft/``       retrieval + answer engine + HTTP API | RAFT training data (its own stage)
+- ``knowledge/`` | ``behaviour/`` the two paths: documents -> Weaviate | behaviour data -> QLoRA adapter
+- ``models/``, ``store/``        base model, the one decoding path, grammar, guards, embeddings; Weaviate
+- ``schema``, ``scoring``, ``prompting``, ``settings``   plain contracts
 """
 
 __version__ = "0.1.0"

@@ -71,7 +71,7 @@ class Settings:
     # ticket then gets no context and an honest "not answerable". Calibrated on the sample data (cosine
     # of the best chunk): answerable tickets p5 0.41 (min 0.27); off-topic questions 0.13-0.27.
     min_relevance: float = 0.30
-    # Served answers may not repeat an n-gram of their own (serving/repetition.py); 0 = off.
+    # Served answers may not repeat an n-gram of their own (models/repetition.py); 0 = off.
     answer_no_repeat_ngram: int = 0
     # One document larger than this, or taking longer than this to parse, is a parse failure.
     # parse_timeout_s <= 0: no time limit (documents are then parsed in this process).
