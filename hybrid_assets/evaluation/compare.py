@@ -31,6 +31,7 @@ from pathlib import Path
 from hybrid_assets.evaluation.datasets import EvalItem
 from hybrid_assets.evaluation.metrics import abstention_scores, mean, token_f1
 from hybrid_assets.scoring import Scored, decision_scores
+from hybrid_assets.settings import repo_relative
 
 @dataclass(frozen=True)
 class Configuration:
@@ -176,7 +177,7 @@ def compare(engine, client, cases: Sequence[EvalCase], adapter_dir: Path | None,
     best = max(reports, key=lambda r: r.metrics["overall"] or 0.0).name
     return {
         "n": len(cases),
-        "adapter": str(adapter_dir) if adapter_dir else None,
+        "adapter": repo_relative(adapter_dir) if adapter_dir else None,
         "k": engine.k,
         "configurations": {r.name: r.to_dict() for r in reports},
         "best_overall": best,

@@ -17,7 +17,6 @@ synthesis disabled, so nothing here touches the network by default), ``HYBRID_SY
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from hybrid_assets.raft.records import (
     normalise_space,
     write_jsonl_atomic,
 )
+from hybrid_assets.settings import env_value
 
 SYNTH_ID_PREFIX = "syn-"
 
@@ -68,16 +68,16 @@ class EndpointConfig:
 
     @classmethod
     def from_env(cls) -> "EndpointConfig":
-        base_url = os.environ.get("HYBRID_SYNTH_BASE_URL", "").strip()
+        base_url = (env_value("HYBRID_SYNTH_BASE_URL") or "").strip()
         if not base_url:
             raise SynthesisDisabled(
                 "question synthesis is off: set HYBRID_SYNTH_BASE_URL (an OpenAI-compatible endpoint, e.g. "
                 "https://api.openai.com/v1) and HYBRID_SYNTH_MODEL to use it"
             )
-        model = os.environ.get("HYBRID_SYNTH_MODEL", "").strip()
+        model = (env_value("HYBRID_SYNTH_MODEL") or "").strip()
         if not model:
             raise SynthesisDisabled("HYBRID_SYNTH_BASE_URL is set but HYBRID_SYNTH_MODEL is not")
-        return cls(base_url.rstrip("/"), model, os.environ.get("HYBRID_SYNTH_API_KEY") or None)
+        return cls(base_url.rstrip("/"), model, env_value("HYBRID_SYNTH_API_KEY") or None)
 
 
 @dataclass

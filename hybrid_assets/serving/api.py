@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -31,7 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
-from hybrid_assets.settings import Settings, load_settings
+from hybrid_assets.settings import Settings, env_value, load_settings
 
 MAX_BODY_BYTES = 32 * 1024
 PROTECTED_PREFIX = "/v1"
@@ -111,7 +110,7 @@ class RequestGuard:
         for name, value in scope.get("headers", []):
             headers.setdefault(name.lower(), value)
 
-        token = os.environ.get("HYBRID_API_TOKEN")  # read per request: rotating it needs no restart
+        token = env_value("HYBRID_API_TOKEN")  # read per request (environment, then .env): rotating it needs no restart
         if token and self._protected(scope):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, f"Bearer {token}".encode()):

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid_assets.settings import PROJECT_ROOT, Settings
+from hybrid_assets.settings import PROJECT_ROOT, Settings, env_value
 
 INSTALL_SCRIPT = PROJECT_ROOT / "scripts" / "install_weaviate.sh"
 LISTEN_PATCH = PROJECT_ROOT / "scripts" / "weaviate" / "listen-host.patch"
@@ -50,7 +50,7 @@ class EmbeddedServer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "EmbeddedServer":
-        binary = Path(os.environ.get("WEAVIATE_BINARY") or default_binary(settings))
+        binary = Path(env_value("WEAVIATE_BINARY") or default_binary(settings))
         return cls(binary, settings.weaviate_data_dir, settings.weaviate_http_port, settings.weaviate_grpc_port)
 
     @property

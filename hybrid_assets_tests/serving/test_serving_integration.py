@@ -105,6 +105,10 @@ def test_prompt_injection_in_a_document_cannot_change_the_output_shape(served):
     assert any(chunk["doc_id"] == "known_issues/ki-199-label-preview.md" for chunk in result.retrieved)
     _assert_well_formed(result, engine.labels)
     assert result.answer["category"] in engine.labels.categories  # never "hacked"
+    # The grammar fixes the shape whatever a document says; what must also hold is that the reply does
+    # not carry out the injected instruction.
+    for field_text in (result.answer["reply"], result.answer["resolution"]):
+        assert "FREE FOREVER" not in field_text.upper(), field_text
     assert set(result.answer) == {"sentiment", "category", "answerable", "escalation", "citations", "resolution",
                                   "reply"}
 
@@ -232,7 +236,14 @@ def test_evaluation_job_materialises_the_four_configuration_table_in_dagster(ser
 
     import dagster as dg
 
+    from hybrid_assets.behaviour.registry import AdapterRegistry
     from hybrid_assets.defs.definitions import defs
+    from hybrid_assets.evaluation.compare import where_beaten
+
+    settings, _, _ = served
+    # Order-independent: the fine-tune configurations need an adapter, so make sure one is promoted.
+    current = AdapterRegistry(settings.adapters_dir).current()
+    adapter = current.version_id if current else _promote_random_adapter(settings, "evaljob")
 
     result = defs.resolve_job_def("evaluation_job").execute_in_process(
         run_config={"ops": {"hybrid_evaluation": {"config": {"limit": 2}}}},
@@ -248,7 +259,8 @@ def test_evaluation_job_materialises_the_four_configuration_table_in_dagster(ser
     assert set(report["configurations"]) == {"base", "rag_only", "finetune_only", "hybrid"}
     assert all(len(config["answers"]) == 2 for config in report["configurations"].values())
     assert report["best_overall"] == metadata["best_overall"].value
-    assert metadata["hybrid_beaten_on"].value  # "nothing" or the metrics another configuration wins
+    assert metadata["hybrid_beaten_on"].value == ("; ".join(where_beaten(report)) or "nothing")
+    assert report["adapter"] == f"data/adapters/versions/{adapter}" or report["adapter"].endswith(adapter)
 
 
 def test_another_companys_label_space_without_tier_2_serves_end_to_end(served):
