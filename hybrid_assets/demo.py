@@ -45,14 +45,12 @@ def main() -> None:
     apply_offline_env()
     warnings.filterwarnings("ignore")
     from hybrid_assets.defs.definitions import defs
-    from hybrid_assets.defs.knowledge.automation import current_versions, source_observations
 
     settings = load_settings()
     instance = _instance()
 
     _banner("Knowledge path: documents -> unstructured -> chunks -> embeddings -> Weaviate")
-    for observation in source_observations(current_versions()):
-        instance.report_runless_asset_event(observation)
+    run_job(defs, instance, "knowledge_sources_job")  # record the folders' content hashes (data versions)
     result = run_job(defs, instance, "knowledge_job")
     for node in ("document_chunks", "knowledge_index", "customer_accounts_index"):
         metadata = result.asset_materializations_for_node(node)[0].metadata
@@ -103,7 +101,6 @@ def _already_trained(settings):
 def behaviour_stage(defs, instance, settings) -> None:
     from hybrid_assets.behaviour.evaluate import promotion_gate
     from hybrid_assets.behaviour.pipeline import comparison_table
-    from hybrid_assets.defs.behaviour.automation import current_version
 
     _banner("Behaviour path: behaviour data -> SFT -> QLoRA adapter -> eval vs base -> promotion gate")
     existing, promoted = _already_trained(settings)
@@ -112,7 +109,7 @@ def behaviour_stage(defs, instance, settings) -> None:
               f"({'promoted' if promoted else 'not promoted: it did not pass the gate'})")
         metrics = existing.lineage["metrics"]
     else:
-        instance.report_runless_asset_event(_behaviour_observation(current_version()))
+        run_job(defs, instance, "behaviour_sources_job")  # record data/behaviour's content hash
         print("training the default adapter (about 15 minutes on a 2-core CPU; progress is logged)...", flush=True)
         result = run_job(defs, instance, "behaviour_job", raise_on_error=False, log_level="INFO")
         nodes = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
@@ -126,13 +123,6 @@ def behaviour_stage(defs, instance, settings) -> None:
           "schema-constrained as served):")
     print(comparison_table(metrics["base"], metrics["adapter"]))
     print("gate: " + "; ".join(promotion_gate(metrics["base"], metrics["adapter"])[1]))
-
-
-def _behaviour_observation(version: str):
-    import dagster as dg
-    from dagster._core.definitions.data_version import DATA_VERSION_TAG
-
-    return dg.AssetObservation(asset_key="behaviour_data_files", tags={DATA_VERSION_TAG: version})
 
 
 def answers_stage(defs, instance) -> None:

@@ -59,17 +59,6 @@ def test_embedding_prints_no_bitsandbytes_kernel_warning():
     assert "kernels" not in run.stderr, run.stderr
 
 
-def test_behaviour_sensor_is_off_until_a_person_turns_it_on():
-    """Its first tick would start a long CPU training run nobody asked for; the docs sensor is cheap."""
-    import dagster as dg
-
-    from hybrid_assets.defs.behaviour.automation import behaviour_data_sensor
-    from hybrid_assets.defs.knowledge.automation import documents_changed_sensor
-
-    assert behaviour_data_sensor.default_status == dg.DefaultSensorStatus.STOPPED
-    assert documents_changed_sensor.default_status == dg.DefaultSensorStatus.RUNNING
-
-
 def test_raft_is_a_group_of_the_one_cli():
     result = CliRunner().invoke(main, ["raft", "--help"])
     assert result.exit_code == 0

@@ -2,7 +2,7 @@
 the sample company's held-out tickets, as a markdown table + PNG chart in the metadata and a JSON report.
 
 Like serving, it reads both paths' outputs and runs only on demand (demo or UI): neither path's job
-or sensor includes it, so evaluating never retrains or re-embeds anything.
+or automation sensor includes it, so evaluating never retrains or re-embeds anything.
 """
 
 import base64

@@ -1,7 +1,7 @@
 """RAFT in Dagster: its own asset group between the pinned corpus snapshot and the behaviour data.
 
 On demand only (`raft_job`, the UI): a person re-pins the snapshot and regenerates the examples when
-they mean to. The output is a behaviour data file, so the behaviour sensor - not this group - decides
+they mean to. The output is a behaviour data file, so the behaviour automation - not this group - decides
 whether an adapter is retrained. The live documents are never read here (the snapshot is), so a
 document change still never touches the behaviour path.
 """

@@ -30,9 +30,9 @@ EXPECTED_CHECKS = {
     ("behaviour_dataset", "behaviour_records_valid"),
     ("support_adapter", "adapter_beats_base"),
 }
-EXPECTED_JOBS = {"knowledge_job", "behaviour_job", "raft_job", "serving_job", "evaluation_job"}
-EXPECTED_SCHEDULES = {"daily_reingest_schedule": "knowledge_job"}
-EXPECTED_SENSORS = {"documents_changed_sensor": "knowledge_job", "behaviour_data_sensor": "behaviour_job"}
+EXPECTED_JOBS = {"knowledge_job", "knowledge_sources_job", "behaviour_job", "behaviour_sources_job", "raft_job",
+                 "serving_job", "evaluation_job"}
+EXPECTED_SENSORS = {"knowledge_automation", "behaviour_automation"}
 EXPECTED_GROUPS = {
     "knowledge_documents": "knowledge",
     "customer_account_files": "knowledge",
@@ -56,8 +56,8 @@ def test_definitions_snapshot():
     assert checks == EXPECTED_CHECKS
     jobs = {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
     assert jobs == EXPECTED_JOBS
-    assert {s.name: s.job_name for s in defs.schedules} == EXPECTED_SCHEDULES
-    assert {s.name: s.job_name for s in defs.sensors} == EXPECTED_SENSORS
+    assert not defs.schedules  # the daily re-sync is an automation condition (defs/rules.py)
+    assert {s.name for s in defs.sensors} == EXPECTED_SENSORS
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == EXPECTED_GROUPS
 
@@ -85,3 +85,42 @@ def test_loading_definitions_does_not_import_torch():
     )
     run = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"heavy modules imported at load: {run.stdout} {run.stderr[-500:]}"
+
+
+def test_the_code_location_is_described_one_way_everywhere():
+    import tomllib
+
+    import yaml
+
+    from hybrid_assets.settings import PROJECT_ROOT
+
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())["load_from"]
+    (location,) = [entry["python_module"] for entry in workspace]
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]
+    assert location["module_name"] == project["dagster"]["module_name"] == \
+        project["dg"]["project"]["code_location_target_module"] == "hybrid_assets.defs.definitions"
+    assert location["location_name"] == project["dagster"]["code_location_name"] == "hybrid_assets"
+
+
+def test_the_instance_config_uses_public_settings_only(tmp_path, monkeypatch):
+    import shutil
+
+    import dagster as dg
+
+    from hybrid_assets.settings import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "dagster.yaml").read_text()
+    assert "_core" not in text  # no private module paths
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    instance = dg.DagsterInstance.get()
+    assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
+
+
+def test_no_private_dagster_api_is_imported():
+    from hybrid_assets.settings import PROJECT_ROOT
+
+    offenders = [str(path.relative_to(PROJECT_ROOT)) for root in ("hybrid_assets", "benchmarks")
+                 for path in (PROJECT_ROOT / root).rglob("*.py") if "dagster._" in path.read_text(encoding="utf-8")]
+    assert offenders == []

@@ -1,6 +1,6 @@
 """The knowledge path through Dagster: the job materialises into a real Weaviate, its checks pass on
-good data and fail (listing each file) on bad data, and the documents sensor requests only the
-knowledge job, only when the documents' content hash changes."""
+good data and fail (listing each file) on bad data. When it runs is tested in
+test_path_independence.py (Dagster's evaluation of the automation conditions)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import dagster as dg
 import pytest
 
 from hybrid_assets.defs.definitions import defs
-from hybrid_assets.defs.knowledge.automation import documents_changed_sensor
 from hybrid_assets_tests.knowledge.docfactory import WRITERS
 
 pytestmark = pytest.mark.integration
@@ -56,29 +55,3 @@ def test_knowledge_job_materialises_and_checks(settings, small_docs):
     assert checks["weaviate_matches_chunks"].passed
     index = result.asset_materializations_for_node("knowledge_index")[0].metadata
     assert index["documents_changed"].value == ["guide.html"] and index["chunks_deleted"].value == 0
-
-
-def test_documents_sensor_requests_only_the_knowledge_job(settings, small_docs):
-    instance = dg.DagsterInstance.ephemeral()
-    context = dg.build_sensor_context(instance=instance, definitions=defs)
-    first = documents_changed_sensor.evaluate_tick(context)
-    assert len(first.run_requests) == 1
-    assert first.run_requests[0].job_name in (None, "knowledge_job")
-    assert documents_changed_sensor.job_name == "knowledge_job"
-
-    unchanged = documents_changed_sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
-    )
-    assert unchanged.run_requests == [] and unchanged.skip_message
-
-    (small_docs / "guide.md").write_text("# Changed\n\nNew content about pallets and freight quotes.")
-    changed = documents_changed_sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
-    )
-    assert len(changed.run_requests) == 1 and changed.cursor != first.cursor
-    # Behaviour data is not watched by this sensor: editing it requests nothing.
-    (settings.behaviour_dir / "labels.json").write_text((settings.behaviour_dir / "labels.json").read_text() + " ")
-    after_behaviour_edit = documents_changed_sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=changed.cursor, definitions=defs)
-    )
-    assert after_behaviour_edit.run_requests == []

@@ -1,4 +1,4 @@
-"""Behaviour assets: run only when the behaviour data's content hash changes (behaviour_data_sensor).
+"""Behaviour assets: run only when the behaviour data's content hash changes (``defs/rules.py``).
 
 behaviour_data_files (source) -> behaviour_dataset -> support_adapter -[adapter_beats_base, blocking]-> promoted_adapter
 """
@@ -9,6 +9,7 @@ from pydantic import Field
 from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
 from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT
 from hybrid_assets.behaviour.train import TrainConfig
+from hybrid_assets.defs.rules import OBSERVE_EVERY_MINUTE, ON_PARENT_CHANGE, ON_PARENT_CHANGE_GATED
 from hybrid_assets.settings import load_settings
 
 GROUP = "behaviour"
@@ -46,6 +47,7 @@ class AdapterTrainingConfig(dg.Config):
 @dg.observable_source_asset(
     group_name=GROUP,
     tags={"dagster/kind/file": ""},
+    automation_condition=OBSERVE_EVERY_MINUTE,
     description="Behaviour data files under data/behaviour (tickets, RAFT examples, intent CSVs, labels), "
     "observed by content hash.",
 )
@@ -58,6 +60,7 @@ def behaviour_data_files() -> dg.DataVersion:
     kinds={"python", "json"},
     deps=[behaviour_data_files],
     tags=RUNS_WHEN,
+    automation_condition=ON_PARENT_CHANGE,
     description="Behaviour records validated against the answer schema (bad records listed with file:line), "
     "duplicates removed, split train/eval by content hash.",
 )
@@ -98,6 +101,7 @@ def behaviour_dataset(context: dg.AssetExecutionContext):
     group_name=GROUP,
     kinds={"pytorch", "peft"},
     tags=RUNS_WHEN,
+    automation_condition=ON_PARENT_CHANGE,
     description="A QLoRA adapter trained on the train split (checkpointed, resumable), evaluated against "
     "the base model on the eval split, and stored as a new registry version (not yet promoted).",
 )
@@ -137,11 +141,18 @@ def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingCo
     group_name=GROUP,
     kinds={"peft"},
     tags=RUNS_WHEN,
+    automation_condition=ON_PARENT_CHANGE_GATED,
     description="Points the registry's current.json at the new adapter (atomic). Runs only when the "
     "blocking check adapter_beats_base passed; serving picks it up without a restart.",
 )
 def promoted_adapter(support_adapter: dict) -> dg.MaterializeResult:
+    from hybrid_assets.behaviour.evaluate import promotion_gate
     from hybrid_assets.behaviour.registry import AdapterRegistry
 
+    # The blocking check already gates this in the same run; checked again here so that no way of
+    # launching this asset alone (a UI click, a later automation tick) can promote a refused adapter.
+    passed, reasons = promotion_gate(support_adapter["base"], support_adapter["adapter"])
+    if not passed:
+        raise dg.Failure(f"adapter {support_adapter['version_id']} did not pass the gate: " + "; ".join(reasons))
     version = AdapterRegistry(load_settings().adapters_dir).promote(support_adapter["version_id"])
     return dg.MaterializeResult(metadata={"version_id": version.version_id, "path": str(version.path)})

@@ -1,40 +1,37 @@
-"""When the behaviour path runs: only when the behaviour data's content hash changes (no schedule).
+"""When the behaviour path runs: Dagster's declarative automation (conditions in ``defs/rules.py``).
 
-The sensor requests only the behaviour job; it never looks at the documents.
+``behaviour_automation`` evaluates only the behaviour group: ``data/behaviour`` is observed every
+minute (content hash); a changed hash retrains (dataset -> adapter), and the adapter is promoted only
+after the blocking gate passed. No schedule: unchanged data never retrains. It never looks at the
+documents. ``behaviour_job`` runs the same assets by hand (CLI, demo).
+
+Off by default: the first observation of the data on a new Dagster instance is a change, and it would
+start a ~17-minute CPU training run nobody asked for. Turn it on in the UI when you want retraining
+on data changes.
 """
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG  # not re-exported publicly in 1.13
 
-from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
 from hybrid_assets.defs.behaviour.assets import GROUP, behaviour_data_files
-from hybrid_assets.settings import load_settings
+
+SOURCES = dg.AssetSelection.assets(behaviour_data_files.key)
 
 behaviour_job = dg.define_asset_job(
     "behaviour_job",
-    selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.assets(behaviour_data_files.key),
+    selection=dg.AssetSelection.groups(GROUP) - SOURCES,
     description="Validate behaviour data, train + evaluate a QLoRA adapter, promote it if it beats the base.",
 )
 
-
-def current_version() -> str:
-    return dataset_version(find_behaviour_files(load_settings().behaviour_dir))[:16]
-
-
-@dg.sensor(
-    job=behaviour_job,
-    minimum_interval_seconds=60,
-    # Off until a person turns it on: its first tick would start a ~17-minute CPU training run that
-    # nobody asked for on a first `make dev`. The documents sensor (cheap) runs by default.
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Requests the behaviour job when the content hash of data/behaviour changes.",
+behaviour_sources_job = dg.define_asset_job(
+    "behaviour_sources_job",
+    selection=SOURCES,
+    description="Observe data/behaviour (its content hash).",
 )
-def behaviour_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    version = current_version()
-    if version == context.cursor:
-        return dg.SensorResult(skip_reason="behaviour data unchanged")
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"behaviour-{version}")],
-        asset_events=[dg.AssetObservation(asset_key=behaviour_data_files.key, tags={DATA_VERSION_TAG: version})],
-        cursor=version,
-    )
+
+behaviour_automation = dg.AutomationConditionSensorDefinition(
+    "behaviour_automation",
+    target=dg.AssetSelection.groups(GROUP, include_sources=True),  # the observations too
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=60,
+    description="Observes data/behaviour every minute; retrains when its content hash changes (off by default).",
+)

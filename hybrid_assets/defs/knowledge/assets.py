@@ -1,19 +1,21 @@
-"""Knowledge assets: runs when documents or account data change (sensor) and daily (schedule)."""
+"""Knowledge assets: run when documents or account data change, and daily (``defs/rules.py``)."""
 
 
 import dagster as dg
 
 from hybrid_assets.defs.resources import WeaviateResource
+from hybrid_assets.defs.rules import OBSERVE_EVERY_MINUTE, ON_PARENT_CHANGE_OR_DAILY
 from hybrid_assets.knowledge.documents import file_set_version, scan_documents
 from hybrid_assets.settings import load_settings
 
 GROUP = "knowledge"
-RUNS_WHEN = {"runs_when": "documents_changed.daily_schedule"}
+RUNS_WHEN = {"runs_when": "documents_changed.daily"}
 
 
 @dg.observable_source_asset(
     group_name=GROUP,
     tags={"dagster/kind/file": ""},  # `kinds=` is not kept on source assets in dagster 1.13
+    automation_condition=OBSERVE_EVERY_MINUTE,
     description="Files under data/knowledge/docs, observed by content hash (the data version of the set).",
 )
 def knowledge_documents() -> dg.DataVersion:
@@ -23,6 +25,7 @@ def knowledge_documents() -> dg.DataVersion:
 @dg.observable_source_asset(
     group_name=GROUP,
     tags={"dagster/kind/file": ""},  # `kinds=` is not kept on source assets in dagster 1.13
+    automation_condition=OBSERVE_EVERY_MINUTE,
     description="Customer account files under data/knowledge/accounts, observed by content hash.",
 )
 def customer_account_files() -> dg.DataVersion:
@@ -34,6 +37,7 @@ def customer_account_files() -> dg.DataVersion:
     kinds={"python", "unstructured"},
     deps=[knowledge_documents],
     tags=RUNS_WHEN,
+    automation_condition=ON_PARENT_CHANGE_OR_DAILY,
     description="Documents parsed with unstructured and chunked by section (ids = uuid5 of doc id + content).",
 )
 def document_chunks(context: dg.AssetExecutionContext):
@@ -64,6 +68,7 @@ def document_chunks(context: dg.AssetExecutionContext):
     group_name=GROUP,
     kinds={"weaviate"},
     tags=RUNS_WHEN,
+    automation_condition=ON_PARENT_CHANGE_OR_DAILY,
     description="Chunks embedded locally and synced into Weaviate: only new chunk ids are embedded and "
     "written, stale ones deleted afterwards; documents that failed to parse keep their chunks.",
 )
@@ -100,6 +105,7 @@ def knowledge_index(context: dg.AssetExecutionContext, weaviate: WeaviateResourc
     kinds={"weaviate"},
     deps=[customer_account_files],
     tags=RUNS_WHEN,
+    automation_condition=ON_PARENT_CHANGE_OR_DAILY,
     description="Customer accounts in a multi-tenant collection, one tenant per customer.",
 )
 def customer_accounts_index(weaviate: WeaviateResource) -> dg.MaterializeResult:
