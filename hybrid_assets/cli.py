@@ -164,17 +164,32 @@ def ask(ticket: str, customer_id: str | None, as_json: bool, k: int, no_adapter:
         click.secho(f"dropped citations: {result.dropped_citations}; guards: {result.guards}", fg="yellow")
 
 
+# The training knobs the CLI offers; each option's type, default and help come from TrainConfig (the one
+# definition, shared with the Dagster run config). The rest stay at their defaults (or use Dagster's config).
+CLI_TRAIN_KNOBS = ("max_steps", "epochs", "quantization", "base_model", "decision_weight", "learning_rate", "lora_r",
+                   "batch_size", "grad_accum", "seed")
+
+
+def train_options(command):
+    from hybrid_assets.behaviour.train import TrainConfig
+
+    knobs = {name: (kind, default, help_text) for name, kind, default, help_text in TrainConfig.knobs()}
+    for name in reversed(CLI_TRAIN_KNOBS):
+        kind, default, help_text = knobs[name]
+        click_type = click.Choice(["nf4", "none"]) if name == "quantization" else \
+            {int: int, float: float}.get(kind, str)
+        shown = "" if default is None else f" [default: {default}]"
+        command = click.option(f"--{name.replace('_', '-')}", name, type=click_type, default=None,
+                               help=f"{help_text}.{shown}")(command)
+    return command
+
+
 @main.command()
-@click.option("--max-steps", type=int, default=None, help="Optimizer steps (default: the CPU profile's epochs).")
-@click.option("--epochs", type=float, default=None, help="Passes over the train split when --max-steps is not set.")
-@click.option("--quantization", type=click.Choice(["nf4", "none"]), default=None, help="nf4 = QLoRA, none = plain LoRA.")
-@click.option("--base-model", default=None, help="HF model id or local path (default: HYBRID_BASE_MODEL).")
-@click.option("--decision-weight", type=float, default=None,
-              help="Loss weight of the decision tokens (sentiment, category, answerable, escalation); 1 = plain SFT.")
+@train_options
 @click.option("--eval-limit", type=int, default=None, help="Eval records for base vs adapter (0 = whole eval split).")
 @click.option("--promote/--no-promote", default=True, show_default=True,
               help="Promote the adapter when it passes the gate (beats the base on the eval split).")
-def train(max_steps, epochs, quantization, base_model, decision_weight, eval_limit, promote) -> None:
+def train(eval_limit, promote, **knobs) -> None:
     """Train a QLoRA adapter on data/behaviour, evaluate it against the base, register it (and promote it
     only if it passes the gate). Resumes an interrupted run with the same data and config."""
     from dataclasses import replace
@@ -185,9 +200,7 @@ def train(max_steps, epochs, quantization, base_model, decision_weight, eval_lim
     from hybrid_assets.behaviour.train import TrainConfig
 
     settings = load_settings()
-    overrides = {k: v for k, v in {"max_steps": max_steps, "epochs": epochs, "quantization": quantization,
-                                   "base_model": base_model, "decision_weight": decision_weight}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in knobs.items() if v is not None}
     try:
         config = replace(TrainConfig(), **overrides)
     except ValueError as exc:

@@ -88,3 +88,34 @@ def test_raft_synthesize_is_off_without_an_endpoint(monkeypatch):
     result = CliRunner().invoke(main, ["raft", "synthesize"])
     assert result.exit_code == 2
     assert "HYBRID_SYNTH_BASE_URL" in result.output
+
+
+def test_training_knobs_are_defined_once_for_the_cli_and_dagster():
+    """TrainConfig is the one definition: the Dagster run config has every knob with the same default
+    and help, and each CLI option shows the dataclass default and help."""
+    from hybrid_assets.behaviour.train import TrainConfig
+    from hybrid_assets.cli import CLI_TRAIN_KNOBS
+    from hybrid_assets.defs.behaviour.assets import AdapterTrainingConfig
+
+    dagster_fields = AdapterTrainingConfig.model_fields
+    for name, _, default, help_text in TrainConfig.knobs():
+        assert name in dagster_fields, name
+        expected = "" if name == "base_model" else (list(default) if isinstance(default, tuple) else default)
+        assert dagster_fields[name].default == expected, name
+        assert dagster_fields[name].description.startswith(help_text), name
+    assert set(dagster_fields) == {name for name, *_ in TrainConfig.knobs()} | {"eval_limit"}
+
+    shown = " ".join(CliRunner().invoke(main, ["train", "--help"], terminal_width=400).output.split())
+    for name, _, default, help_text in TrainConfig.knobs():
+        if name in CLI_TRAIN_KNOBS:
+            assert f"--{name.replace('_', '-')}" in shown
+            assert " ".join(help_text.split()) in shown
+            if default is not None:
+                assert f"[default: {default}]" in shown, name
+
+
+def test_train_options_reach_the_config_validation():
+    """An impossible combination is refused by TrainConfig itself, before any model is loaded."""
+    result = CliRunner().invoke(main, ["train", "--max-steps", "0", "--epochs", "0"])
+    assert result.exit_code == 2
+    assert "set max_steps > 0 or epochs > 0" in result.output

@@ -23,7 +23,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import DEFAULT_EVAL_FRACTION, load_behaviour_data, split_records
@@ -43,41 +43,47 @@ RESULT_FILE = "train_result.json"
 PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo2", "granite_moe"}
 
 
+def knob(default, help: str):
+    """A TrainConfig field with its help text: the one definition the Dagster run config and the CLI
+    options are generated from (``defs/behaviour/assets.py``, ``cli.py``)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training knobs. Defaults suit a 2-core CPU: 64 optimizer steps of 4 examples (~13 s each with NF4
     on 2 cores: ~14 min) sampled across the shuffled sample data."""
 
-    base_model: str | None = None  # alias, HF id or local path; None = settings.base_model
-    quantization: str = "nf4"  # "nf4" = QLoRA (4-bit NF4 frozen base), "none" = plain LoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    base_model: str | None = knob(None, 'HF model id, local path or packaged alias (default: HYBRID_BASE_MODEL)')
+    quantization: str = knob("nf4", "'nf4' = QLoRA (4-bit NF4 frozen base), 'none' = plain LoRA")
+    lora_r: int = knob(16, 'LoRA rank')
+    lora_alpha: int = knob(32, 'LoRA scaling alpha')
+    lora_dropout: float = knob(0.05, 'LoRA dropout')
+    target_modules: tuple[str, ...] = knob(DEFAULT_TARGET_MODULES, 'Modules that get LoRA adapters')
     # 1e-3, not the usual 2e-4: with a CPU budget of a few dozen steps, 2e-4 leaves the loss at ~1.5 and
     # the answers shapeless; 1e-3 reaches the same loss in a third of the steps (measured, 135M model).
-    learning_rate: float = 1e-3
-    warmup_ratio: float = 0.05
+    learning_rate: float = knob(1e-3, 'Peak learning rate (cosine schedule)')
+    warmup_ratio: float = knob(0.05, 'Share of the steps spent warming the learning rate up')
     # A fixed step budget, not epochs: the CPU profile's wall time must not grow with the data (RAFT
     # examples, intent CSVs). 64 steps x 4 examples ~ 14 min on 2 cores; on a GPU use max_steps=0, epochs=2.
-    max_steps: int = 64  # optimizer steps; 0 = run `epochs` passes
-    epochs: float = 1.0
+    max_steps: int = knob(64, 'Optimizer steps; 0 = run `epochs` passes over the train split')
+    epochs: float = knob(1.0, 'Passes over the train split when max_steps is 0')
     # Micro-batches of 2: half the activation memory of 4 (peak RSS 20.3 GB -> 12.4 GB on CPU, measured)
     # and ~15% more tokens/s (less padding). 4 examples a step: more updates for the same compute.
-    batch_size: int = 2
-    grad_accum: int = 2
-    max_length: int = 1024
-    seed: int = 42
-    eval_fraction: float = DEFAULT_EVAL_FRACTION
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
-    max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = False  # saves memory, costs ~30% more compute; off for a 135M model
+    batch_size: int = knob(2, 'Examples per micro-batch')
+    grad_accum: int = knob(2, 'Micro-batches per optimizer step')
+    max_length: int = knob(1024, 'Max tokens per example (context passages are truncated first)')
+    seed: int = knob(42, 'Random seed (data order, LoRA init)')
+    eval_fraction: float = knob(DEFAULT_EVAL_FRACTION, 'Share of the records held out for evaluation (content-hash split)')
+    checkpoint_every: int = knob(10, 'Save a resumable checkpoint every N steps')
+    keep_checkpoints: int = knob(2, 'Checkpoints kept')
+    max_grad_norm: float = knob(1.0, 'Gradient clipping norm')
+    gradient_checkpointing: bool = knob(False, 'Trade ~30% more compute for less activation memory')
     # Loss weight of the decision tokens (sentiment, category, answerable, escalation level) relative
     # to the prose. They are ~25 of ~250 answer tokens, so plain SFT spends most of a small step budget
     # on the reply's wording while the decisions are what the gate and the agents depend on.
     # 1.0 = plain SFT. The loss stays a weighted mean, so the learning rate means the same.
-    decision_weight: float = 4.0
+    decision_weight: float = knob(4.0, 'Loss weight of the decision tokens (sentiment, category, answerable, escalation level); 1 = plain SFT')
 
     def __post_init__(self) -> None:
         if self.quantization not in ("nf4", "none"):
@@ -104,6 +110,15 @@ class TrainConfig:
         data = asdict(self)
         data["target_modules"] = list(self.target_modules)
         return data
+
+    @classmethod
+    def knobs(cls) -> list[tuple[str, type, object, str]]:
+        """(name, type, default, help) of every field, types resolved: what the generated Dagster
+        config and CLI options are built from."""
+        import typing
+
+        hints = typing.get_type_hints(cls)
+        return [(f.name, hints[f.name], f.default, f.metadata.get("help", "")) for f in fields(cls)]
 
     def fingerprint(self, dataset_version: str, base_model: str) -> str:
         """What a checkpoint must match to be resumed: everything that changes what one step computes.

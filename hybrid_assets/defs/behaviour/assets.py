@@ -4,7 +4,7 @@ behaviour_data_files (source) -> behaviour_dataset -> support_adapter -[adapter_
 """
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, create_model
 
 from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
 from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT
@@ -16,32 +16,23 @@ GROUP = "behaviour"
 RUNS_WHEN = {"runs_when": "behaviour_data_changed"}
 
 
-_D = TrainConfig()  # one source of truth for the defaults (train.py); no torch is imported
+def _training_run_config() -> type[dg.Config]:
+    """The Dagster run config of ``support_adapter``, generated from ``TrainConfig`` (the one definition
+    of the training knobs, their defaults and help), plus the evaluation's size. No torch is imported."""
+    knobs = {}
+    for name, kind, default, help_text in TrainConfig.knobs():
+        if name == "base_model":  # Dagster's UI edits strings: '' stands for "the configured default"
+            kind, default, help_text = str, "", f"{help_text}; '' = HYBRID_BASE_MODEL"
+        elif kind == tuple[str, ...]:
+            kind, default = list[str], list(default)
+        knobs[name] = (kind, Field(default=default, description=help_text))
+    knobs["eval_limit"] = (int, Field(default=DEFAULT_EVAL_LIMIT, description="Evaluate base and adapter on this "
+                                      "many eval records (a fixed subset; 0 = the whole eval split, minutes more on a CPU)"))
+    return create_model("AdapterTrainingConfig", __base__=dg.Config, __doc__="Training knobs (defaults: the CPU "
+                        "profile of hybrid_assets/behaviour/train.py).", **knobs)
 
 
-class AdapterTrainingConfig(dg.Config):
-    """Training knobs (defaults: a profile that suits a 2-core CPU; see hybrid_assets/behaviour/train.py)."""
-
-    base_model: str = Field(default="", description="HF model id, local path, or '' for HYBRID_BASE_MODEL")
-    quantization: str = Field(default=_D.quantization, description="'nf4' = QLoRA (4-bit NF4 base), 'none' = plain LoRA")
-    lora_r: int = Field(default=_D.lora_r, description="LoRA rank")
-    lora_alpha: int = Field(default=_D.lora_alpha, description="LoRA scaling alpha")
-    lora_dropout: float = Field(default=_D.lora_dropout, description="LoRA dropout")
-    target_modules: list[str] = Field(
-        default=list(_D.target_modules),
-        description="Modules that get LoRA adapters",
-    )
-    learning_rate: float = Field(default=_D.learning_rate, description="Peak learning rate (cosine schedule)")
-    max_steps: int = Field(default=_D.max_steps, description="Optimizer steps; 0 = use epochs")
-    epochs: float = Field(default=_D.epochs, description="Passes over the train split when max_steps is 0")
-    batch_size: int = Field(default=_D.batch_size, description="Examples per micro-batch")
-    grad_accum: int = Field(default=_D.grad_accum, description="Micro-batches per optimizer step")
-    max_length: int = Field(default=_D.max_length, description="Max tokens per example (context is truncated first)")
-    seed: int = Field(default=_D.seed, description="Random seed (data order, LoRA init)")
-    decision_weight: float = Field(default=_D.decision_weight, description="Loss weight of the decision tokens "
-                                   "(sentiment, category, answerable, escalation level); 1 = plain SFT")
-    eval_limit: int = Field(default=DEFAULT_EVAL_LIMIT, description="Evaluate base and adapter on this many eval records "
-                            "(a fixed subset; 0 = the whole eval split, minutes more on a CPU)")
+AdapterTrainingConfig = _training_run_config()
 
 
 @dg.observable_source_asset(
