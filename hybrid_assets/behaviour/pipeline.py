@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid_assets.behaviour.dataset import BehaviourRecord, load_behaviour_data, split_records
+from hybrid_assets.behaviour.dataset import BehaviourDataset, BehaviourRecord, load_behaviour_data, split_records
 from hybrid_assets.behaviour.registry import AdapterRegistry, AdapterVersion, build_lineage
 from hybrid_assets.behaviour.train import StepLog, TrainConfig, TrainResult
 from hybrid_assets.schema import LabelSpace
@@ -75,20 +75,24 @@ def train_candidate(
     eval_limit: int = DEFAULT_EVAL_LIMIT,
     on_step: Callable[[StepLog], None] | None = None,
     data_dir: Path | None = None,
+    data: BehaviourDataset | None = None,
+    labels: LabelSpace | None = None,
 ) -> TrainedCandidate:
     """Train on the behaviour data's train split, evaluate base and adapter on its eval split, and
-    commit the adapter as a new (unpromoted) registry version with its lineage."""
+    commit the adapter as a new (unpromoted) registry version with its lineage. ``data`` + ``labels``:
+    records already loaded and validated (the Dagster dataset asset's output), so nothing is reloaded."""
     from hybrid_assets.behaviour.evaluate import evaluate_model
     from hybrid_assets.behaviour.train import train_adapter
 
     data_dir = Path(data_dir or settings.behaviour_dir)
-    labels = LabelSpace.from_file(data_dir / "labels.json")
-    data = load_behaviour_data(data_dir, labels)
+    labels = labels or LabelSpace.from_file(data_dir / "labels.json")
+    data = data if data is not None else load_behaviour_data(data_dir, labels)
     base_model = config.base_model or settings.base_model
     registry = AdapterRegistry(settings.adapters_dir)
     # Deterministic staging dir per (data, config): an interrupted run resumes where it stopped.
     staging = registry.staging_dir(f"run-{config.fingerprint(data.version, base_model)}")
-    result = train_adapter(config, data_dir, staging, resume=True, labels=labels, settings=settings, on_step=on_step)
+    result = train_adapter(config, data_dir, staging, resume=True, labels=labels, settings=settings, on_step=on_step,
+                           data=data)
 
     records = eval_subset(split_records(data.records, config.eval_fraction).eval, eval_limit)
     base_metrics = evaluate_base(settings, base_model, records, labels)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from hybrid_assets.behaviour.dataset import DEFAULT_EVAL_FRACTION, load_behaviour_data, split_records
+from hybrid_assets.behaviour.dataset import DEFAULT_EVAL_FRACTION, BehaviourDataset, load_behaviour_data, split_records
 from hybrid_assets.behaviour.sft import IGNORE_INDEX, build_sft_dataset
 from hybrid_assets.schema import LabelSpace
 from hybrid_assets.settings import Settings, apply_offline_env, load_settings
@@ -382,7 +382,8 @@ class TrainingRun:
     after training without reaching into the loop."""
 
     def __init__(self, config: TrainConfig, data_dir: Path, output_dir: Path, *,
-                 labels: LabelSpace | None = None, settings: Settings | None = None):
+                 labels: LabelSpace | None = None, settings: Settings | None = None,
+                 data: BehaviourDataset | None = None):
         self.started = time.perf_counter()
         apply_offline_env()
         import torch
@@ -394,7 +395,8 @@ class TrainingRun:
         self.data_dir, self.output_dir = Path(data_dir), Path(output_dir)
         self.base_model = config.base_model or settings.base_model
         self.labels = labels or LabelSpace.from_file(self.data_dir / "labels.json")
-        self.data = load_behaviour_data(self.data_dir, self.labels)
+        # ``data``: the validated records a caller already loaded (the Dagster dataset asset's output).
+        self.data = data if data is not None else load_behaviour_data(self.data_dir, self.labels)
         if self.data.problems:
             log.warning("%d bad behaviour record(s) skipped, e.g. %s", len(self.data.problems), self.data.problems[0])
         self.split = split_records(self.data.records, config.eval_fraction)
@@ -499,6 +501,7 @@ def train_adapter(
     labels: LabelSpace | None = None,
     settings: Settings | None = None,
     on_step: Callable[[StepLog], None] | None = None,
+    data: BehaviourDataset | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on the behaviour data in ``data_dir`` and save it to ``output_dir``.
 
@@ -506,4 +509,4 @@ def train_adapter(
     ``resume=False`` deletes existing checkpoints first. ``on_step`` is called after every optimizer
     step, after that step's checkpoint (progress logging; raising from it interrupts the run the
     way a crash would)."""
-    return TrainingRun(config, data_dir, output_dir, labels=labels, settings=settings).train(resume, on_step)
+    return TrainingRun(config, data_dir, output_dir, labels=labels, settings=settings, data=data).train(resume, on_step)

@@ -110,7 +110,9 @@ def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingCo
         if step.step == 1 or step.step % 5 == 0 or step.step == step.total_steps:
             context.log.info(f"step {step.step}/{step.total_steps} loss {step.loss:.4f} ({step.seconds:.1f}s)")
 
-    candidate = train_candidate(settings, train_config, eval_limit=config.eval_limit, on_step=log_step)
+    # The dataset asset's output (validated records + labels) is what is trained on: loaded once per run.
+    candidate = train_candidate(settings, train_config, eval_limit=config.eval_limit, on_step=log_step,
+                                data=behaviour_dataset["dataset"], labels=behaviour_dataset["labels"])
     result = candidate.train
     context.add_output_metadata({
         "version_id": candidate.version.version_id,
