@@ -1,7 +1,8 @@
 """hybrid_assets: a support assistant fine-tuned for behaviour and grounded by retrieval for knowledge.
 
 Package layout, top layer first (``lint-imports`` enforces it; contracts in pyproject.toml):
-- ``cli``, ``demo``, ``defs/``  entry points; ``defs/`` is the Dagster wiring and the only Dagster import
+- ``cli``, ``demo``, ``definitions`` + ``defs/``  entry points; ``definitions`` loads the ``defs/`` folder
+  (the Dagster wiring, one folder per path, and the only Dagster import)
 - ``evaluation/``               the four-configuration comparison and external datasets
 - ``serving/`` | ``raft/``       retrieval + answer engine + HTTP API | RAFT training data (its own stage)
 - ``knowledge/`` | ``behaviour/`` the two paths: documents -> Weaviate | behaviour data -> QLoRA adapter

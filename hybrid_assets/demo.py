@@ -44,7 +44,7 @@ def run_job(defs, instance, name: str, raise_on_error: bool = True, log_level: s
 def main() -> None:
     apply_offline_env()
     warnings.filterwarnings("ignore")
-    from hybrid_assets.defs.definitions import defs
+    from hybrid_assets.definitions import defs
 
     settings = load_settings()
     instance = _instance()

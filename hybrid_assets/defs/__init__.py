@@ -1,1 +1,1 @@
-"""Dagster wiring. ``hybrid_assets.defs.definitions:defs`` is the code location (see workspace.yaml)."""
+"""Dagster wiring. ``hybrid_assets.definitions:defs`` is the code location (see workspace.yaml)."""

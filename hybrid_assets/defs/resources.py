@@ -29,3 +29,7 @@ class WeaviateResource(dg.ConfigurableResource):
 
         with open_client(self.settings()) as client:
             yield client
+
+
+# Picked up by ``load_from_defs_folder`` (hybrid_assets/definitions.py): every asset gets the same server.
+defs = dg.Definitions(resources={"weaviate": WeaviateResource()})

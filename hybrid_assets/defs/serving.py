@@ -47,3 +47,10 @@ def answer_samples(context: dg.AssetExecutionContext, weaviate: WeaviateResource
             ),
         }
     )
+
+
+serving_job = dg.define_asset_job(
+    "serving_job",
+    selection=dg.AssetSelection.groups("serving"),
+    description="Answer the sample tickets with the current knowledge and promoted adapter.",
+)

@@ -24,7 +24,7 @@ RUN_CONFIG = {
 def test_behaviour_job_trains_registers_and_the_gate_blocks_promotion(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     from hybrid_assets.behaviour.registry import AdapterRegistry
-    from hybrid_assets.defs.definitions import defs
+    from hybrid_assets.definitions import defs
     from hybrid_assets.settings import load_settings
 
     shutil.copytree(FIXTURES, tmp_path / "data" / "behaviour")

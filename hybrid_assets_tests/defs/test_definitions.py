@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from hybrid_assets.defs.definitions import defs
+from hybrid_assets.definitions import defs
 
 EXPECTED_ASSETS = {
     "behaviour_data_files",
@@ -79,7 +79,7 @@ def test_every_materializable_asset_declares_kinds_and_description():
 
 def test_loading_definitions_does_not_import_torch():
     code = (
-        "import sys, hybrid_assets.defs.definitions as d; d.defs.resolve_asset_graph();"
+        "import sys, hybrid_assets.definitions as d; d.defs.resolve_asset_graph();"
         "heavy=[m for m in ('torch','transformers','sentence_transformers','peft','weaviate') if m in sys.modules];"
         "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
     )
@@ -98,8 +98,17 @@ def test_the_code_location_is_described_one_way_everywhere():
     (location,) = [entry["python_module"] for entry in workspace]
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]
     assert location["module_name"] == project["dagster"]["module_name"] == \
-        project["dg"]["project"]["code_location_target_module"] == "hybrid_assets.defs.definitions"
-    assert location["location_name"] == project["dagster"]["code_location_name"] == "hybrid_assets"
+        project["dg"]["project"]["code_location_target_module"] == "hybrid_assets.definitions"
+    assert location["location_name"] == project["dagster"]["code_location_name"] == \
+        project["dg"]["project"]["code_location_name"] == "hybrid_assets"
+
+
+def test_definitions_are_loaded_from_the_defs_folder():
+    """As `dg` scaffolds a project: nothing is listed by hand, so a new module under defs/ is picked up."""
+    from hybrid_assets.settings import PROJECT_ROOT
+
+    source = (PROJECT_ROOT / "hybrid_assets" / "definitions.py").read_text()
+    assert "load_from_defs_folder(" in source and "import hybrid_assets.defs." not in source
 
 
 def test_the_instance_config_uses_public_settings_only(tmp_path, monkeypatch):

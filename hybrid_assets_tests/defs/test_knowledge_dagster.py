@@ -9,7 +9,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from hybrid_assets.defs.definitions import defs
+from hybrid_assets.definitions import defs
 from hybrid_assets_tests.knowledge.docfactory import WRITERS
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dagster as dg
 
 from hybrid_assets.defs.behaviour.automation import behaviour_automation
-from hybrid_assets.defs.definitions import defs
+from hybrid_assets.definitions import defs
 from hybrid_assets.defs.knowledge.automation import knowledge_automation
 
 KNOWLEDGE = {"knowledge_documents", "customer_account_files", "document_chunks", "knowledge_index",

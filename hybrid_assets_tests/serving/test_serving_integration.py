@@ -237,7 +237,7 @@ def test_evaluation_job_materialises_the_four_configuration_table_in_dagster(ser
     import dagster as dg
 
     from hybrid_assets.behaviour.registry import AdapterRegistry
-    from hybrid_assets.defs.definitions import defs
+    from hybrid_assets.definitions import defs
     from hybrid_assets.evaluation.compare import where_beaten
 
     settings, _, _ = served
