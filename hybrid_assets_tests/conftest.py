@@ -36,6 +36,9 @@ def weaviate_server(tmp_path_factory):
     )
     if not server.binary.exists():
         pytest.fail(f"weaviate-server binary missing at {server.binary}: run `make setup`")
+    if server.is_ready():  # someone else's server (another session, a killed run): never test against it
+        pytest.fail(f"a Weaviate server already answers on the test port {TEST_HTTP_PORT} (another test session, "
+                    "or one left by a killed run): stop it, or set HYBRID_TEST_WEAVIATE_HTTP_PORT/_GRPC_PORT")
     server.start()
     yield server
     server.stop()
