@@ -101,7 +101,8 @@ def run_trl(steps: int, out: Path, variant: str = "group_by_length") -> dict:
         lr_scheduler_type="cosine",
         warmup_steps=max(1, int(steps * config.warmup_ratio)),  # ours: the same linear warm-up length
         max_grad_norm=config.max_grad_norm,
-        max_length=config.max_length,
+        # padding_free does not truncate; our rows are already cut to max_length by the SFT builder
+        max_length=None if variant == "padding_free" else config.max_length,
         seed=config.seed,
         bf16=compute_dtype() == torch.bfloat16,
         use_cpu=not torch.cuda.is_available(),

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import json
 import sys
-
-import click
 from pathlib import Path
 
-from hybrid_assets.store.collections import MAX_SEARCH_K
+import click
+
+from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, promote_if_passing, train_candidate
+from hybrid_assets.behaviour.train import TrainConfig
+from hybrid_assets.evaluation.compare import bar_chart, markdown_table, write_report
+from hybrid_assets.evaluation.datasets import DatasetFormatError
+from hybrid_assets.evaluation.runner import DEFAULT_SAMPLE_LIMIT, evaluate_dataset, evaluate_sample
+from hybrid_assets.knowledge.indexing import IndexingError
+from hybrid_assets.knowledge.pipeline import UnknownCustomer, ingest_knowledge
+from hybrid_assets.knowledge.pipeline import search as run_search
+from hybrid_assets.raft.pipeline import default_paths, generate_raft_file, snapshot_corpus
+from hybrid_assets.raft.records import RaftConfig, RaftDataError, check_triples, load_snapshot, load_triples
+from hybrid_assets.raft.synthesis import EndpointConfig, SynthesisDisabled, synthesise_triples, write_triples
+from hybrid_assets.schema import LabelSpace
+from hybrid_assets.serving.api import create_app
+from hybrid_assets.serving.engine import AnswerEngine, load_labels
 from hybrid_assets.settings import apply_offline_env, load_settings
+from hybrid_assets.store.client import open_client
+from hybrid_assets.store.collections import MAX_SEARCH_K
+from hybrid_assets.store.server import EmbeddedServer, WeaviateUnavailable, is_ready
 
 
 def _fail(message: str) -> None:
@@ -42,8 +58,6 @@ def weaviate() -> None:
 @weaviate.command("start")
 def weaviate_start() -> None:
     """Start the embedded server (reuses one already running)."""
-    from hybrid_assets.store.server import EmbeddedServer, WeaviateUnavailable
-
     server = EmbeddedServer.from_settings(load_settings())
     try:
         state = server.start()
@@ -55,8 +69,6 @@ def weaviate_start() -> None:
 @weaviate.command("stop")
 def weaviate_stop() -> None:
     """Stop the embedded server."""
-    from hybrid_assets.store.server import EmbeddedServer
-
     stopped = EmbeddedServer.from_settings(load_settings()).stop()
     click.echo("weaviate stopped" if stopped else "weaviate was not running (no server started by us)")
 
@@ -64,12 +76,8 @@ def weaviate_stop() -> None:
 @weaviate.command("status")
 def weaviate_status() -> None:
     """Print the embedded server's status as JSON."""
-    from hybrid_assets.store.server import EmbeddedServer
-
     settings = load_settings()
     if not settings.embedded:
-        from hybrid_assets.store.server import is_ready
-
         click.echo(json.dumps({"url": settings.weaviate_url, "remote": True, "ready": is_ready(settings.weaviate_url, 5)}))
         return
     click.echo(json.dumps(EmbeddedServer.from_settings(settings).status(), indent=2))
@@ -78,12 +86,6 @@ def weaviate_status() -> None:
 @main.command()
 def ingest() -> None:
     """Run the knowledge path once (parse, chunk, embed, sync) without Dagster."""
-    from hybrid_assets.knowledge.pipeline import ingest_knowledge
-    from hybrid_assets.store.client import open_client
-
-    from hybrid_assets.knowledge.indexing import IndexingError
-    from hybrid_assets.store.server import WeaviateUnavailable
-
     settings = load_settings()
     try:
         with open_client(settings) as client:
@@ -110,11 +112,6 @@ def ingest() -> None:
               help="0 = BM25 only, 1 = vector only.")
 def search(query: str, customer_id: str | None, k: int, alpha: float) -> None:
     """Hybrid search: ranked chunks with scores and sources."""
-    from hybrid_assets.knowledge.pipeline import UnknownCustomer
-    from hybrid_assets.knowledge.pipeline import search as run_search
-    from hybrid_assets.store.client import open_client
-    from hybrid_assets.store.server import WeaviateUnavailable
-
     settings = load_settings()
     try:
         with open_client(settings) as client:
@@ -140,11 +137,6 @@ def search(query: str, customer_id: str | None, k: int, alpha: float) -> None:
 @click.option("--no-adapter", is_flag=True, help="Use the base model without the promoted adapter.")
 def ask(ticket: str, customer_id: str | None, as_json: bool, k: int, no_adapter: bool) -> None:
     """Answer one ticket: strict JSON answer + the cited sources."""
-    from hybrid_assets.knowledge.pipeline import UnknownCustomer
-    from hybrid_assets.serving.engine import AnswerEngine, load_labels
-    from hybrid_assets.store.client import open_client
-    from hybrid_assets.store.server import WeaviateUnavailable
-
     settings = load_settings()
     engine = AnswerEngine(settings, load_labels(settings), k=k, use_adapter=not no_adapter)
     try:
@@ -171,8 +163,6 @@ CLI_TRAIN_KNOBS = ("max_steps", "epochs", "quantization", "base_model", "decisio
 
 
 def train_options(command):
-    from hybrid_assets.behaviour.train import TrainConfig
-
     knobs = {name: (kind, default, help_text) for name, kind, default, help_text in TrainConfig.knobs()}
     for name in reversed(CLI_TRAIN_KNOBS):
         kind, default, help_text = knobs[name]
@@ -195,9 +185,6 @@ def train(eval_limit, promote, **knobs) -> None:
     from dataclasses import replace
 
     from tqdm import tqdm
-
-    from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, promote_if_passing, train_candidate
-    from hybrid_assets.behaviour.train import TrainConfig
 
     settings = load_settings()
     overrides = {k: v for k, v in knobs.items() if v is not None}
@@ -238,8 +225,6 @@ def raft() -> None:
 
 
 def _raft_paths():
-    from hybrid_assets.raft.pipeline import default_paths
-
     return default_paths(load_settings())
 
 
@@ -250,9 +235,6 @@ def _raft_paths():
               help="Snapshot file (default: data/raft/corpus_snapshot.jsonl).")
 def raft_snapshot(docs, out) -> None:
     """Re-pin the corpus snapshot RAFT reads (never the live documents)."""
-    from hybrid_assets.raft.pipeline import snapshot_corpus
-    from hybrid_assets.raft.records import RaftDataError
-
     paths = _raft_paths()
     try:
         stats = snapshot_corpus(docs or paths["docs"], out or paths["snapshot"], paths["cache"])
@@ -272,9 +254,6 @@ _snapshot_option = click.option("--snapshot", type=click.Path(exists=True, dir_o
 @_snapshot_option
 def raft_check(triples, snapshot) -> None:
     """Check that every triple resolves against the snapshot (exit 1 on problems)."""
-    from hybrid_assets.raft.records import RaftDataError, check_triples, load_snapshot, load_triples
-    from hybrid_assets.schema import LabelSpace
-
     settings, paths = load_settings(), _raft_paths()
     try:
         rows = load_triples(triples or paths["triples"])
@@ -304,11 +283,6 @@ def raft_check(triples, snapshot) -> None:
               show_default=True, help="A chunk restating the quote this closely is never a distractor.")
 def raft_generate(triples, snapshot, out, distractors, p_no_oracle, seed, alpha, max_quote_similarity) -> None:
     """Mine hard negatives in Weaviate and write the RAFT behaviour file (atomically)."""
-    from hybrid_assets.raft.pipeline import generate_raft_file
-    from hybrid_assets.raft.records import RaftConfig, RaftDataError
-    from hybrid_assets.store.client import open_client
-    from hybrid_assets.store.server import WeaviateUnavailable
-
     settings, paths = load_settings(), _raft_paths()
     config = RaftConfig(distractors, p_no_oracle, seed, alpha, max_quote_similarity)
     try:
@@ -330,10 +304,6 @@ def raft_generate(triples, snapshot, out, distractors, p_no_oracle, seed, alpha,
 def raft_synthesize(snapshot, out, limit, seed) -> None:
     """Draft triples with an OpenAI-compatible endpoint (off unless HYBRID_SYNTH_BASE_URL is set); review them,
     then `raft generate --triples <file>`."""
-    from hybrid_assets.raft.records import load_snapshot
-    from hybrid_assets.raft.synthesis import EndpointConfig, SynthesisDisabled, synthesise_triples, write_triples
-    from hybrid_assets.schema import LabelSpace
-
     settings, paths = load_settings(), _raft_paths()
     out = out or paths["triples"].with_name("synthetic_triples.jsonl")
     try:
@@ -363,12 +333,6 @@ def raft_synthesize(snapshot, out, limit, seed) -> None:
               show_default=True, help="Where to write the JSON report (a PNG chart is written beside it).")
 def evaluate(dataset_path, fmt, limit, adapter_dir, out) -> None:
     """Base vs RAG-only vs fine-tune-only vs hybrid on one held-out set: a table, a chart, a JSON report."""
-    from hybrid_assets.evaluation.compare import bar_chart, markdown_table, write_report
-    from hybrid_assets.evaluation.datasets import DatasetFormatError
-    from hybrid_assets.evaluation.runner import DEFAULT_SAMPLE_LIMIT, evaluate_dataset, evaluate_sample
-    from hybrid_assets.store.client import open_client
-    from hybrid_assets.store.server import WeaviateUnavailable
-
     settings = load_settings()
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
     try:
@@ -393,7 +357,5 @@ def evaluate(dataset_path, fmt, limit, adapter_dir, out) -> None:
 def serve(host: str, port: int) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
-
-    from hybrid_assets.serving.api import create_app
 
     uvicorn.run(create_app(load_settings()), host=host, port=port, workers=1)

@@ -12,7 +12,15 @@ import shutil
 import time
 import warnings
 
+from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
+from hybrid_assets.behaviour.evaluate import promotion_gate
+from hybrid_assets.behaviour.pipeline import comparison_table
+from hybrid_assets.behaviour.registry import AdapterRegistry
+from hybrid_assets.behaviour.train import TrainConfig
+from hybrid_assets.definitions import defs
+from hybrid_assets.knowledge.pipeline import search
 from hybrid_assets.settings import PROJECT_ROOT, apply_offline_env, load_settings
+from hybrid_assets.store.client import open_client
 
 
 def _instance():
@@ -44,7 +52,6 @@ def run_job(defs, instance, name: str, raise_on_error: bool = True, log_level: s
 def main() -> None:
     apply_offline_env()
     warnings.filterwarnings("ignore")
-    from hybrid_assets.definitions import defs
 
     settings = load_settings()
     instance = _instance()
@@ -58,8 +65,6 @@ def main() -> None:
         print(f"  {node}: {shown}")
 
     _banner("Hybrid search on the sample company")
-    from hybrid_assets.knowledge.pipeline import search
-    from hybrid_assets.store.client import open_client
 
     with open_client(settings) as client:
         for query, customer in (
@@ -82,10 +87,6 @@ def _already_trained(settings):
     """(version, promoted) of the newest adapter trained on exactly the current behaviour data with the
     default config, or (None, False): then the behaviour path has nothing to do (unchanged data never
     retrains, whether or not that adapter passed the promotion gate)."""
-    from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
-    from hybrid_assets.behaviour.registry import AdapterRegistry
-    from hybrid_assets.behaviour.train import TrainConfig
-
     registry = AdapterRegistry(settings.adapters_dir)
     version = dataset_version(find_behaviour_files(settings.behaviour_dir))
     wanted = TrainConfig(base_model=settings.base_model).to_dict()
@@ -99,9 +100,6 @@ def _already_trained(settings):
 
 
 def behaviour_stage(defs, instance, settings) -> None:
-    from hybrid_assets.behaviour.evaluate import promotion_gate
-    from hybrid_assets.behaviour.pipeline import comparison_table
-
     _banner("Behaviour path: behaviour data -> SFT -> QLoRA adapter -> eval vs base -> promotion gate")
     existing, promoted = _already_trained(settings)
     if existing is not None:

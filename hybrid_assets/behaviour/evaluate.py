@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import BehaviourRecord
 from hybrid_assets.behaviour.sft import prompt_messages
+from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.generation import Decoder, parse_generation
 from hybrid_assets.schema import LabelSpace
 from hybrid_assets.scoring import Scored, decision_scores, decisions_of
@@ -92,7 +93,6 @@ def score(records: Sequence[BehaviourRecord], predictions: Sequence[Prediction],
 def load_model(base_model: str | None, adapter_dir: Path | str | None, settings: Settings | None = None):
     """(model, tokenizer) for evaluation; the adapter is merged into the float base for speed."""
     apply_offline_env()
-    from hybrid_assets.models.base_model import load_for_inference
 
     model, tokenizer = load_for_inference(base_model, settings)
     if adapter_dir is not None:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import BehaviourDataset, BehaviourRecord, load_behaviour_data, split_records
+from hybrid_assets.behaviour.evaluate import evaluate_model
+from hybrid_assets.behaviour.evaluate import promote_if_passing as gate_and_promote
 from hybrid_assets.behaviour.registry import AdapterRegistry, AdapterVersion, build_lineage
-from hybrid_assets.behaviour.train import StepLog, TrainConfig, TrainResult
+from hybrid_assets.behaviour.train import StepLog, TrainConfig, TrainResult, train_adapter
 from hybrid_assets.schema import LabelSpace
 from hybrid_assets.settings import Settings
 
@@ -55,8 +57,6 @@ def _base_eval_cache(settings: Settings, base_model: str, records: Sequence[Beha
 def evaluate_base(settings: Settings, base_model: str, records: Sequence[BehaviourRecord], labels: LabelSpace) -> dict:
     """Base-model metrics, cached by (base model, eval records): the base never changes between
     adapter trainings, so re-training pays only for the adapter's evaluation."""
-    from hybrid_assets.behaviour.evaluate import evaluate_model
-
     cache = _base_eval_cache(settings, base_model, records)
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
@@ -81,9 +81,6 @@ def train_candidate(
     """Train on the behaviour data's train split, evaluate base and adapter on its eval split, and
     commit the adapter as a new (unpromoted) registry version with its lineage. ``data`` + ``labels``:
     records already loaded and validated (the Dagster dataset asset's output), so nothing is reloaded."""
-    from hybrid_assets.behaviour.evaluate import evaluate_model
-    from hybrid_assets.behaviour.train import train_adapter
-
     data_dir = Path(data_dir or settings.behaviour_dir)
     labels = labels or LabelSpace.from_file(data_dir / "labels.json")
     data = data if data is not None else load_behaviour_data(data_dir, labels)
@@ -105,8 +102,6 @@ def train_candidate(
 
 
 def promote_if_passing(settings: Settings, candidate: TrainedCandidate) -> tuple[bool, list[str]]:
-    from hybrid_assets.behaviour.evaluate import promote_if_passing as gate_and_promote
-
     return gate_and_promote(AdapterRegistry(settings.adapters_dir), candidate.version.version_id,
                             candidate.base_metrics, candidate.adapter_metrics)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import DEFAULT_EVAL_FRACTION, BehaviourDataset, load_behaviour_data, split_records
 from hybrid_assets.behaviour.sft import IGNORE_INDEX, build_sft_dataset
+from hybrid_assets.models.base_model import compute_dtype, load_for_training, load_tokenizer
 from hybrid_assets.schema import LabelSpace
 from hybrid_assets.settings import Settings, apply_offline_env, load_settings
 
@@ -53,7 +54,6 @@ def knob(default, help: str):
 class TrainConfig:
     """Training knobs. Defaults suit a 2-core CPU: 64 optimizer steps of 4 examples (~13 s each with NF4
     on 2 cores: ~14 min) sampled across the shuffled sample data."""
-
     base_model: str | None = knob(None, 'HF model id, local path or packaged alias (default: HYBRID_BASE_MODEL)')
     quantization: str = knob("nf4", "'nf4' = QLoRA (4-bit NF4 frozen base), 'none' = plain LoRA")
     lora_r: int = knob(16, 'LoRA rank')
@@ -236,8 +236,6 @@ def build_lora_model(config: TrainConfig, base_model: str, settings: Settings):
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from hybrid_assets.models.base_model import load_for_training
-
     model = load_for_training(base_model, config.quantization, settings)
     if config.quantization == "nf4":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
@@ -279,8 +277,6 @@ def mixed_precision(device):
     """bf16 autocast where bf16 matmuls are fast (AMX CPUs, modern GPUs): ~8% faster steps on the
     2-core CPU; the LoRA weights and the optimizer stay float32."""
     import torch
-
-    from hybrid_assets.models.base_model import compute_dtype
 
     dtype = compute_dtype()
     return torch.autocast(device.type, dtype=dtype, enabled=dtype == torch.bfloat16)
@@ -380,15 +376,12 @@ class TrainingRun:
 
     Split from ``train_adapter`` so that callers (tests, notebooks) can inspect the model before and
     after training without reaching into the loop."""
-
     def __init__(self, config: TrainConfig, data_dir: Path, output_dir: Path, *,
                  labels: LabelSpace | None = None, settings: Settings | None = None,
                  data: BehaviourDataset | None = None):
         self.started = time.perf_counter()
         apply_offline_env()
         import torch
-
-        from hybrid_assets.models.base_model import load_tokenizer
 
         settings = settings or load_settings()
         self.config = config

@@ -11,7 +11,8 @@ import dagster as dg
 from pydantic import Field
 
 from hybrid_assets.defs.resources import WeaviateResource
-from hybrid_assets.evaluation.runner import DEFAULT_SAMPLE_LIMIT
+from hybrid_assets.evaluation.compare import bar_chart, markdown_table, where_beaten, write_report
+from hybrid_assets.evaluation.runner import DEFAULT_SAMPLE_LIMIT, evaluate_sample
 
 
 class EvaluationConfig(dg.Config):
@@ -29,8 +30,6 @@ class EvaluationConfig(dg.Config):
 )
 def hybrid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       weaviate: WeaviateResource) -> dg.MaterializeResult:
-    from hybrid_assets.evaluation.compare import bar_chart, markdown_table, where_beaten, write_report
-    from hybrid_assets.evaluation.runner import evaluate_sample
 
     settings = weaviate.settings()
     with weaviate.client() as client:

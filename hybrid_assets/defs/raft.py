@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from hybrid_assets.defs.resources import WeaviateResource
+from hybrid_assets.raft.pipeline import default_paths, generate_raft_file
 from hybrid_assets.raft.records import RaftConfig
 
 GROUP = "raft"
@@ -33,7 +34,6 @@ class RaftGenerateConfig(dg.Config):
 )
 def raft_examples(context: dg.AssetExecutionContext, config: RaftGenerateConfig,
                   weaviate: WeaviateResource) -> dg.MaterializeResult:
-    from hybrid_assets.raft.pipeline import default_paths, generate_raft_file
 
     settings = weaviate.settings()
     paths = default_paths(settings)

@@ -9,11 +9,11 @@ import dagster as dg
 from pydantic import Field
 
 from hybrid_assets.settings import Settings, load_settings
+from hybrid_assets.store.client import open_client
 
 
 class WeaviateResource(dg.ConfigurableResource):
     """The Weaviate server: embedded (started on demand) unless ``url`` / WEAVIATE_URL is set."""
-
     url: str | None = Field(default=None, description="Remote Weaviate URL; empty = embedded server")
     api_key: str | None = Field(default=None, description="API key for a remote Weaviate")
 
@@ -25,8 +25,6 @@ class WeaviateResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def client(self) -> Iterator:
-        from hybrid_assets.store.client import open_client
-
         with open_client(self.settings()) as client:
             yield client
 

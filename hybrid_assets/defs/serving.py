@@ -9,6 +9,7 @@ import json
 import dagster as dg
 
 from hybrid_assets.defs.resources import WeaviateResource
+from hybrid_assets.serving.engine import AnswerEngine, load_labels
 from hybrid_assets.settings import load_settings
 
 
@@ -21,8 +22,6 @@ from hybrid_assets.settings import load_settings
     "answers are in the metadata.",
 )
 def answer_samples(context: dg.AssetExecutionContext, weaviate: WeaviateResource) -> dg.MaterializeResult:
-    from hybrid_assets.serving.engine import AnswerEngine, load_labels
-
     settings = weaviate.settings()
     path = load_settings().data_dir / "serving" / "sample_tickets.jsonl"
     tickets = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -31,7 +31,9 @@ from pathlib import Path
 from hybrid_assets.evaluation.datasets import EvalItem
 from hybrid_assets.evaluation.metrics import abstention_scores, mean, token_f1
 from hybrid_assets.scoring import Scored, decision_scores
+from hybrid_assets.serving.retrieval import Retrieved
 from hybrid_assets.settings import repo_relative
+
 
 @dataclass(frozen=True)
 class Configuration:
@@ -51,7 +53,6 @@ CONFIGURATIONS = (
 @dataclass(frozen=True)
 class EvalCase:
     """An item plus, when the set has them, the gold labels of the answer schema."""
-
     item: EvalItem
     gold_labels: dict | None = None  # {"sentiment", "category", "escalation"} (escalation = level)
 
@@ -137,8 +138,6 @@ Retriever = Callable[[EvalItem], object]  # EvalItem -> serving.retrieval.Retrie
 def run_configuration(engine, client, cases: Sequence[EvalCase], config: Configuration,
                       retriever: Retriever | None, adapter_dir: Path | None) -> ConfigReport:
     """Answer every case with one configuration. ``retriever=None`` uses the live knowledge search."""
-    from hybrid_assets.serving.retrieval import Retrieved
-
     engine.use_adapter = config.adapter
     engine.adapter_dir = Path(adapter_dir) if (config.adapter and adapter_dir) else None
     requests = [{"ticket": c.item.question, "customer_id": c.item.customer_id, "history": list(c.item.history)}

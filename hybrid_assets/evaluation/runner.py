@@ -14,9 +14,19 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
+from hybrid_assets.behaviour.pipeline import eval_subset
+from hybrid_assets.behaviour.registry import AdapterRegistry
 from hybrid_assets.evaluation.compare import CONFIGURATIONS, Configuration, EvalCase, compare
 from hybrid_assets.evaluation.datasets import EvalDataset, EvalItem, load_eval_dataset
+from hybrid_assets.knowledge.chunking import Chunk, chunk_id, split_long
+from hybrid_assets.knowledge.indexing import sync_collection
+from hybrid_assets.models.embedding import Embedder, model_slug
+from hybrid_assets.schema import LabelSpace
+from hybrid_assets.serving.engine import AnswerEngine, load_labels
+from hybrid_assets.serving.retrieval import retrieve_from_collection
 from hybrid_assets.settings import Settings
+from hybrid_assets.store.collections import ensure_collection
 
 DEFAULT_SAMPLE_LIMIT = 24
 NO_RETRIEVAL = tuple(c for c in CONFIGURATIONS if not c.retrieval)
@@ -28,10 +38,6 @@ def sample_cases(settings: Settings, limit: int = DEFAULT_SAMPLE_LIMIT, data_dir
     Gold documents are the sources of the context passages the gold answer cites (document ids, not
     chunk ids: chunk ids change whenever a document is edited, the document a fact lives in does not).
     Intent-CSV rows (no context, defaulted answers) and generated RAFT examples are left out."""
-    from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
-    from hybrid_assets.behaviour.pipeline import eval_subset
-    from hybrid_assets.schema import LabelSpace
-
     data_dir = Path(data_dir or settings.behaviour_dir)
     data = load_behaviour_data(data_dir, LabelSpace.from_file(data_dir / "labels.json"))
     tickets = [r for r in split_records(data.records).eval
@@ -58,8 +64,6 @@ def sample_cases(settings: Settings, limit: int = DEFAULT_SAMPLE_LIMIT, data_dir
 def adapter_for_evaluation(settings: Settings) -> Path | None:
     """The promoted adapter; when none is promoted (every candidate so far failed the gate), the newest
     candidate, so the comparison still shows what fine-tuning does. The report names which one."""
-    from hybrid_assets.behaviour.registry import AdapterRegistry
-
     registry = AdapterRegistry(settings.adapters_dir)
     current = registry.current()
     if current is not None:
@@ -69,8 +73,6 @@ def adapter_for_evaluation(settings: Settings) -> Path | None:
 
 
 def _adapter_status(settings: Settings, adapter_dir: Path | None) -> str:
-    from hybrid_assets.behaviour.registry import AdapterRegistry
-
     if adapter_dir is None:
         return "none"
     current = AdapterRegistry(settings.adapters_dir).current()
@@ -80,7 +82,6 @@ def _adapter_status(settings: Settings, adapter_dir: Path | None) -> str:
 
 def evaluate_sample(settings: Settings, client, *, limit: int = DEFAULT_SAMPLE_LIMIT, adapter_dir: Path | None = None,
                     engine=None, progress: Callable[[str], None] | None = None) -> dict:
-    from hybrid_assets.serving.engine import AnswerEngine, load_labels
 
     adapter_dir = adapter_dir or adapter_for_evaluation(settings)
     engine = engine or AnswerEngine(settings, load_labels(settings))
@@ -92,8 +93,6 @@ def evaluate_sample(settings: Settings, client, *, limit: int = DEFAULT_SAMPLE_L
 
 # -- external datasets ------------------------------------------------------------------------------
 def corpus_collection_name(dataset: EvalDataset, settings: Settings) -> str:
-    from hybrid_assets.models.embedding import model_slug
-
     digest = hashlib.sha256("\x1f".join(f"{p.id}\x1e{p.text}" for p in dataset.passages).encode()).hexdigest()[:8]
     name = re.sub(r"[^A-Za-z0-9]", "_", dataset.name).strip("_")[:32] or "dataset"
     return f"Eval_{name}_{digest}_{model_slug(settings.embedding_model)}"
@@ -102,11 +101,6 @@ def corpus_collection_name(dataset: EvalDataset, settings: Settings) -> str:
 def ingest_passages(client, settings: Settings, dataset: EvalDataset, show_progress: bool = False) -> str:
     """Index the dataset's passages (one chunk per passage, long ones split at sentences) into their
     own collection. The name carries a content hash, so a rerun on the same data reuses it."""
-    from hybrid_assets.knowledge.chunking import Chunk, split_long, chunk_id
-    from hybrid_assets.models.embedding import Embedder
-    from hybrid_assets.knowledge.indexing import sync_collection
-    from hybrid_assets.store.collections import ensure_collection
-
     name = corpus_collection_name(dataset, settings)
     chunks_by_doc: dict[str, list[Chunk]] = {}
     for passage in dataset.passages:
@@ -141,9 +135,6 @@ def evaluate_dataset(settings: Settings, client, path: Path, fmt: str, *, limit:
                      adapter_dir: Path | None = None, configurations: Sequence[Configuration] | None = None,
                      engine=None, labels=None, progress: Callable[[str], None] | None = None) -> dict:
     """Four configurations (two for intent-csv, which has no passages) on an external dataset."""
-    from hybrid_assets.serving.engine import AnswerEngine, load_labels
-    from hybrid_assets.serving.retrieval import retrieve_from_collection
-
     full = load_eval_dataset(path, fmt)
     items = load_eval_dataset(path, fmt, limit=limit).items if limit else full.items
     labels = labels or load_labels(settings)

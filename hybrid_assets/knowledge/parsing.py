@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 
 from hybrid_assets.knowledge.documents import SUPPORTED_FORMATS, DocumentRef
-from hybrid_assets.settings import DEFAULT_MAX_DOCUMENT_MB, DEFAULT_PARSE_TIMEOUT_S, apply_offline_env
+from hybrid_assets.settings import DEFAULT_MAX_DOCUMENT_MB, DEFAULT_PARSE_TIMEOUT_S, PROJECT_ROOT, apply_offline_env
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,6 @@ _IGNORED_TAGS = {"script", "style", "template", "noscript", "title"}
 
 class _Flattener(HTMLParser):
     """Blocks of an HTML document in reading order, with no nesting limit (stdlib tokenizer)."""
-
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.blocks: list[tuple[str, str]] = []
@@ -398,7 +397,6 @@ class ParserProcess:
     the caller's ``__main__`` (breaking scripts without a main guard) and fork is unsafe once
     gRPC/torch threads run.
     """
-
     def __init__(self) -> None:
         self._process = None
         self._conn = None
@@ -412,8 +410,6 @@ class ParserProcess:
         import subprocess
         import sys
         from multiprocessing import Pipe
-
-        from hybrid_assets.settings import PROJECT_ROOT
 
         parent, child = Pipe()
         env = dict(os.environ)

@@ -9,10 +9,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hybrid_assets.knowledge.accounts import Account, account_chunks
+from hybrid_assets.knowledge.accounts import Account, account_chunks, load_accounts
 from hybrid_assets.knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_elements
-from hybrid_assets.knowledge.documents import DocumentRef
-from hybrid_assets.models.embedding import Embedder
+from hybrid_assets.knowledge.documents import DocumentRef, scan_documents
 from hybrid_assets.knowledge.indexing import SyncReport, sync_collection
 from hybrid_assets.knowledge.parsing import (
     PARSER_VERSION,
@@ -21,6 +20,7 @@ from hybrid_assets.knowledge.parsing import (
     check_document,
     parse_with_limits,
 )
+from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.settings import Settings, load_settings
 from hybrid_assets.store.collections import (
     SearchHit,
@@ -29,7 +29,6 @@ from hybrid_assets.store.collections import (
     hybrid_search,
     knowledge_collection_name,
 )
-
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +168,6 @@ def ingest_knowledge(client, settings: Settings, show_progress: bool = False) ->
     """The whole knowledge path once, without Dagster: every document under ``settings.docs_dir`` and
     every account under ``settings.accounts_dir`` into ``client``. Used by the CLI, tests and benchmarks;
     the Dagster assets run the same steps one asset at a time."""
-    from hybrid_assets.knowledge.accounts import load_accounts
-    from hybrid_assets.knowledge.documents import scan_documents
-
     chunking = build_document_chunks(
         scan_documents(settings.docs_dir), settings.cache_dir, show_progress,
         max_document_bytes=settings.max_document_bytes, parse_timeout_s=settings.parse_timeout_s,

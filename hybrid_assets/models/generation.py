@@ -16,6 +16,8 @@ import contextlib
 import re
 from dataclasses import dataclass, field
 
+from hybrid_assets.models.constrained import GrammarCache
+from hybrid_assets.models.repetition import AnswerNgramGuard
 from hybrid_assets.schema import LabelSpace, parse_answer
 
 # The decision fields, in generation order, as the compact grammar layout writes them.
@@ -55,28 +57,28 @@ class Generation:
     answer: dict | None  # the parsed answer; None when the budget cut it (or, unconstrained, it is invalid)
     decided: dict = field(default_factory=dict)  # ``read_decided`` of the text: also set for cut answers
     error: str | None = None
+    prompt_tokens: int = 0  # tokens of the prompt (padding excluded)
 
     @property
     def complete(self) -> bool:
         return self.answer is not None
 
 
-def parse_generation(text: str, tokens: int, labels: LabelSpace) -> Generation:
+def parse_generation(text: str, tokens: int, labels: LabelSpace, prompt_tokens: int = 0) -> Generation:
     try:
         answer = parse_answer(text.strip(), labels).model_dump()
     except ValueError as exc:  # pydantic.ValidationError is a ValueError; under the grammar: a cut answer
-        return Generation(text, tokens, None, read_decided(text, labels), str(exc).splitlines()[0][:200])
+        return Generation(text, tokens, None, read_decided(text, labels), str(exc).splitlines()[0][:200],
+                          prompt_tokens)
     decided = {"sentiment": answer["sentiment"], "category": answer["category"], "answerable": answer["answerable"],
                "escalation_level": answer["escalation"]["level"]}
-    return Generation(text, tokens, answer, decided)
+    return Generation(text, tokens, answer, decided, None, prompt_tokens)
 
 
 class Decoder:
     """Greedy, batched (left-padded) generation; one grammar per row (its own citable ids)."""
-
     def __init__(self, tokenizer, vocab_size: int, labels: LabelSpace, max_new_tokens: int,
                  no_repeat_ngram: int = 0, constrained: bool = True):
-        from hybrid_assets.models.constrained import GrammarCache
 
         self.tokenizer = tokenizer
         self.labels = labels
@@ -88,7 +90,6 @@ class Decoder:
     def processors(self, citable: list[tuple[str, ...]]) -> list:
         processors = [self.grammars.logits_processor(self.labels, citable)] if self.constrained else []
         if self.no_repeat_ngram:  # after the grammar mask (see models/repetition.py)
-            from hybrid_assets.models.repetition import AnswerNgramGuard
 
             processors.append(AnswerNgramGuard(self.no_repeat_ngram))
         return processors
@@ -121,8 +122,10 @@ class Decoder:
                 eos_token_id=tokenizer.eos_token_id,
             )
         results = []
-        for row in output[:, inputs["input_ids"].shape[1]:].tolist():
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        for row, prompt_tokens in zip(output[:, inputs["input_ids"].shape[1]:].tolist(), prompt_lengths):
             if tokenizer.eos_token_id in row:  # what follows the end of sequence is batch padding
                 row = row[: row.index(tokenizer.eos_token_id) + 1]
-            results.append(parse_generation(tokenizer.decode(row, skip_special_tokens=True), len(row), self.labels))
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            results.append(parse_generation(text, len(row), self.labels, int(prompt_tokens)))
         return results

@@ -1,6 +1,7 @@
 """HTTP API (FastAPI). Request/response models come from the one answer schema.
 
-POST /v1/answer, GET /v1/adapters, GET /healthz, GET /docs (Swagger UI) and /redoc.
+POST /v1/answer, GET /v1/adapters, GET /healthz, GET /docs (Swagger UI) and /redoc; the OpenAI shape
+(POST /v1/chat/completions, GET /v1/models, GET /v1/answer-schema) in serving/openai_compat.py.
 
 Order of checks for a request, each answered before the next one runs:
 
@@ -30,7 +31,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
+from hybrid_assets.behaviour.registry import AdapterRegistry
+from hybrid_assets.knowledge.pipeline import UnknownCustomer
+from hybrid_assets.schema import answer_json_schema, response_model
+from hybrid_assets.serving import openai_compat
+from hybrid_assets.serving.engine import AnswerEngine, load_labels
 from hybrid_assets.settings import Settings, env_value, load_settings
+from hybrid_assets.store.client import connect
+from hybrid_assets.store.server import WeaviateUnavailable, is_ready
 
 MAX_BODY_BYTES = 32 * 1024
 PROTECTED_PREFIX = "/v1"
@@ -89,7 +97,6 @@ async def _send_json(send, status: int, payload: dict, headers: list[tuple[bytes
 
 class RequestGuard:
     """Pure ASGI middleware: bearer-token check for /v1 paths and a streaming request-body limit."""
-
     def __init__(self, app, max_body_bytes: int = MAX_BODY_BYTES, protected_prefix: str = PROTECTED_PREFIX):
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -165,8 +172,6 @@ def _weaviate_url(settings: Settings) -> str:
 
 def _weaviate_down(exc: BaseException, url: str) -> bool:
     """True when ``exc`` means Weaviate cannot be reached (not a bug in the query)."""
-    from hybrid_assets.store.server import WeaviateUnavailable, is_ready
-
     try:
         from weaviate.exceptions import (
             WeaviateBaseError,
@@ -195,9 +200,6 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
     from fastapi.staticfiles import StaticFiles
 
-    from hybrid_assets.schema import response_model
-    from hybrid_assets.serving.engine import AnswerEngine, load_labels
-
     labels = load_labels(settings)
     answer_model = response_model(labels)
     weaviate_url = _weaviate_url(settings)
@@ -215,8 +217,6 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from hybrid_assets.store.client import connect
-
         app.state.engine = engine or AnswerEngine(settings, labels)
         app.state.client = connect(settings)
         try:
@@ -264,8 +264,6 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     # -- API ----------------------------------------------------------------------------------------
     @app.get("/healthz")
     def healthz(request: Request):
-        from hybrid_assets.store.server import is_ready
-
         ready = is_ready(weaviate_url, timeout=2)
         body = {"status": "ok" if ready else "unavailable", "weaviate_ready": ready,
                 "adapter_version": request.app.state.engine.adapter_version}
@@ -276,8 +274,6 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
 
     @app.get("/v1/adapters", dependencies=[Depends(bearer)])
     def adapters() -> dict:
-        from hybrid_assets.behaviour.registry import AdapterRegistry
-
         registry = AdapterRegistry(settings.adapters_dir)
         current = registry.current()
         return {
@@ -285,15 +281,10 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             "versions": [v.to_dict() for v in registry.list_versions()],
         }
 
-    @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(bearer)])
-    def answer(body: AnswerRequest, request: Request):
-        from hybrid_assets.knowledge.pipeline import UnknownCustomer
-
+    def run_engine(request: Request, ticket: str, customer_id: str | None, history: list[dict]):
+        """One answer from the engine, with the API's error mapping (404 unknown customer, 503 Weaviate down)."""
         try:
-            result = request.app.state.engine.answer(
-                request.app.state.client, body.ticket, body.customer_id,
-                [{"role": t.role, "content": t.content} for t in body.history],
-            )
+            return request.app.state.engine.answer(request.app.state.client, ticket, customer_id, history)
         except UnknownCustomer as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
         except Exception as exc:
@@ -304,6 +295,38 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
                     headers={"Retry-After": str(RETRY_AFTER_S)},
                 ) from None
             raise
-        return result.to_dict()
+
+    @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(bearer)])
+    def answer(body: AnswerRequest, request: Request):
+        history = [{"role": t.role, "content": t.content} for t in body.history]
+        return run_engine(request, body.ticket, body.customer_id, history).to_dict()
+
+    # -- the OpenAI shape (serving/openai_compat.py) ------------------------------------------------------
+    def promoted_version() -> str | None:
+        current = AdapterRegistry(settings.adapters_dir).current()
+        return current.version_id if current else None
+
+    @app.get("/v1/models", dependencies=[Depends(bearer)])
+    def models() -> dict:
+        return openai_compat.models_body(promoted_version(), int(settings.adapters_dir.stat().st_mtime)
+                                         if settings.adapters_dir.exists() else 0)
+
+    @app.get("/v1/answer-schema", dependencies=[Depends(bearer)])
+    def answer_schema() -> dict:
+        """The JSON schema every answer follows (what ``response_format.json_schema`` may name)."""
+        return answer_json_schema(labels)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(bearer)])
+    def chat_completions(body: openai_compat.ChatCompletionRequest, request: Request):
+        openai_compat.check_model(body.model, promoted_version())
+        openai_compat.check_response_format(body.response_format, labels)
+        ticket, history = openai_compat.ticket_and_history(body.messages)
+        result = run_engine(request, ticket, body.customer_id, history)
+        model = openai_compat.served_model_id(result.adapter_version)
+        if body.stream:
+            _, decoder = request.app.state.engine.loaded() if hasattr(request.app.state.engine, "loaded") \
+                else (None, None)
+            return openai_compat.stream_body(result, model, decoder.tokenizer if decoder else None)
+        return openai_compat.completion_body(result, model)
 
     return app

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybrid_assets.behaviour.registry import AdapterRegistry
+from hybrid_assets.models.base_model import load_for_inference
+from hybrid_assets.models.generation import Decoder, Generation
 from hybrid_assets.prompting import build_messages
-from hybrid_assets.models.generation import Generation
 from hybrid_assets.schema import LabelSpace, dump_answer, not_answerable_answer, parse_answer
 from hybrid_assets.scoring import decisions_of
 from hybrid_assets.serving.retrieval import Retrieved, retrieve
@@ -37,6 +39,7 @@ class AnswerResult:
     # prefix had decided): what the evaluation scores.
     decided: dict = field(default_factory=dict)
     complete: bool = True  # False when the token budget cut the answer
+    prompt_tokens: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -86,7 +89,6 @@ def truncated_answer(decided: dict, labels: LabelSpace) -> dict:
 
 class AnswerEngine:
     """Thread-safe; one generation at a time (a 2-core CPU gains nothing from more)."""
-
     def __init__(self, settings: Settings, labels: LabelSpace, k: int = 4, max_new_tokens: int = 512,
                  use_adapter: bool = True, adapter_dir: Path | None = None):
         self.settings = settings
@@ -106,8 +108,6 @@ class AnswerEngine:
         if self._model is not None:
             return
         apply_offline_env()
-        from hybrid_assets.models.base_model import load_for_inference
-        from hybrid_assets.models.generation import Decoder
 
         self._model, self._tokenizer = load_for_inference(self.settings.base_model, self.settings)
         self._decoder = Decoder(self._tokenizer, self._model.config.vocab_size, self.labels, self.max_new_tokens,
@@ -120,8 +120,6 @@ class AnswerEngine:
         elif self.adapter_dir is not None:
             version, path = self.adapter_dir.name, self.adapter_dir
         else:
-            from hybrid_assets.behaviour.registry import AdapterRegistry
-
             current = AdapterRegistry(self.settings.adapters_dir).current()
             version, path = (current.version_id, current.path) if current else (None, None)
         if version == self._adapter_version:
@@ -223,6 +221,7 @@ class AnswerEngine:
             guards=guards,
             decided=decisions_of(answer) if generation.complete else dict(generation.decided),
             complete=generation.complete,
+            prompt_tokens=generation.prompt_tokens,
             retrieved=[{"id": i, "doc_id": h.doc_id, "chunk_id": h.chunk_id, "tenant": h.tenant,
                         "similarity": round(h.similarity, 4) if h.similarity is not None else None}
                        for i, h in retrieved.hits.items()],

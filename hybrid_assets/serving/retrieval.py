@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass
 
 from hybrid_assets.knowledge.pipeline import search
+from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.prompting import ContextPassage
 from hybrid_assets.settings import Settings
-from hybrid_assets.store.collections import SearchHit
+from hybrid_assets.store.collections import SearchHit, hybrid_search
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,6 @@ def retrieve(client, settings: Settings, ticket: str, customer_id: str | None, k
 def retrieve_from_collection(client, settings: Settings, collection_name: str, query: str, k: int,
                              alpha: float = 0.6) -> Retrieved:
     """Hybrid search over any chunk collection (an evaluation corpus), with the same relevance floor."""
-    from hybrid_assets.models.embedding import Embedder
-    from hybrid_assets.store.collections import hybrid_search
-
     started = time.perf_counter()
     vector = Embedder(settings.embedding_model).embed_query(query)
     hits = hybrid_search(client.collections.get(collection_name), query, vector, k, alpha)

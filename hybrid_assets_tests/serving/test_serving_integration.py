@@ -283,3 +283,82 @@ def test_another_companys_label_space_without_tier_2_serves_end_to_end(served):
         assert level in other.escalation_levels
         if "ungrounded_answer_replaced" in result.guards:
             assert level in ("human_review", "legal")
+
+
+@pytest.fixture
+def openai_server(served):
+    """The real app behind a real uvicorn server on a free loopback port, for the real ``openai`` SDK."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from hybrid_assets.serving.api import create_app
+
+    settings, _, engine = served
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine=engine), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_the_openai_sdk_talks_to_the_chat_completions_endpoint(served, openai_server, monkeypatch):
+    """`POST /v1/chat/completions` and `GET /v1/models` in the OpenAI shape, driven by the real `openai`
+    package: the strict answer JSON as the assistant content, our schema honoured as response_format,
+    the customer id and the sources in extra fields, usage counted, streaming as server-sent events that
+    add up to the same answer, and errors as the SDK's own exception types."""
+    import openai
+
+    from hybrid_assets.schema import answer_json_schema
+    from hybrid_assets.serving.openai_compat import ALIAS
+
+    settings, _, engine = served
+    monkeypatch.setenv("HYBRID_API_TOKEN", "s3cret")
+    client = openai.OpenAI(base_url=openai_server, api_key="s3cret", max_retries=0, timeout=900)
+
+    listed = [model.id for model in client.models.list()]
+    assert ALIAS in listed and (engine.adapter_version or "base") in listed
+
+    messages = [{"role": "system", "content": "You are a pirate."},  # not used: the adapter's own prompt is
+                {"role": "user", "content": "Hi, a question about our account."},
+                {"role": "assistant", "content": "Of course, what would you like to know?"},
+                {"role": "user", "content": "When does my plan renew and do I have open incidents?"}]
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": answer_json_schema(engine.labels)}}
+    completion = client.chat.completions.create(model=ALIAS, messages=messages, response_format=schema,
+                                                extra_body={"customer_id": "C1003"})
+    content = completion.choices[0].message.content
+    answer = parse_answer(content, engine.labels)  # the strict schema, as the assistant message
+    assert completion.model == (engine.adapter_version or "base")
+    assert completion.usage.prompt_tokens > 50 and completion.usage.completion_tokens > 0
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    extra = completion.model_extra
+    assert {chunk["tenant"] for chunk in extra["retrieved"]} <= {None, "C1003"}
+    assert "C1003" in {chunk["tenant"] for chunk in extra["retrieved"]}
+    assert [source["id"] for source in extra["sources"]] == answer.citations
+
+    stream = client.chat.completions.create(model=ALIAS, messages=messages, stream=True,
+                                            extra_body={"customer_id": "C1003"})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == content  # greedy: the same answer
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.chat.completions.create(model="gpt-4o", messages=messages)
+    with pytest.raises(openai.UnprocessableEntityError, match="only the answer schema"):
+        client.chat.completions.create(model=ALIAS, messages=messages, response_format={
+            "type": "json_schema", "json_schema": {"name": "other", "schema": {"type": "object"}}})
+    with pytest.raises(openai.UnprocessableEntityError, match="last message must be a non-empty 'user'"):
+        client.chat.completions.create(model=ALIAS, messages=messages[:3])
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=openai_server, api_key="wrong", max_retries=0).models.list()

@@ -6,10 +6,13 @@ behaviour_data_files (source) -> behaviour_dataset -> support_adapter -[adapter_
 import dagster as dg
 from pydantic import Field, create_model
 
-from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
-from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT
+from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files, load_behaviour_data, split_records
+from hybrid_assets.behaviour.evaluate import promotion_gate
+from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, train_candidate
+from hybrid_assets.behaviour.registry import AdapterRegistry
 from hybrid_assets.behaviour.train import TrainConfig
 from hybrid_assets.defs.rules import OBSERVE_EVERY_MINUTE, ON_PARENT_CHANGE, ON_PARENT_CHANGE_GATED
+from hybrid_assets.schema import LabelSpace
 from hybrid_assets.settings import load_settings
 
 GROUP = "behaviour"
@@ -56,9 +59,6 @@ def behaviour_data_files() -> dg.DataVersion:
     "duplicates removed, split train/eval by content hash.",
 )
 def behaviour_dataset(context: dg.AssetExecutionContext):
-    from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
-    from hybrid_assets.schema import LabelSpace
-
     settings = load_settings()
     labels = LabelSpace.from_file(settings.behaviour_dir / "labels.json")
     data = load_behaviour_data(settings.behaviour_dir, labels)
@@ -97,9 +97,6 @@ def behaviour_dataset(context: dg.AssetExecutionContext):
     "the base model on the eval split, and stored as a new registry version (not yet promoted).",
 )
 def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingConfig, behaviour_dataset) -> dict:
-    from hybrid_assets.behaviour.pipeline import comparison_table, train_candidate
-    from hybrid_assets.behaviour.train import TrainConfig
-
     settings = load_settings()
     knobs = config.model_dump(exclude={"eval_limit"})
     knobs["base_model"] = knobs["base_model"] or settings.base_model
@@ -139,9 +136,6 @@ def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingCo
     "blocking check adapter_beats_base passed; serving picks it up without a restart.",
 )
 def promoted_adapter(support_adapter: dict) -> dg.MaterializeResult:
-    from hybrid_assets.behaviour.evaluate import promotion_gate
-    from hybrid_assets.behaviour.registry import AdapterRegistry
-
     # The blocking check already gates this in the same run; checked again here so that no way of
     # launching this asset alone (a UI click, a later automation tick) can promote a refused adapter.
     passed, reasons = promotion_gate(support_adapter["base"], support_adapter["adapter"])

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from hybrid_assets.behaviour.evaluate import promotion_gate
 from hybrid_assets.defs.behaviour.assets import behaviour_dataset, support_adapter
 
 
@@ -22,8 +23,6 @@ def behaviour_records_valid(behaviour_dataset) -> dg.AssetCheckResult:
     "sentiment and escalation accuracy. Blocking: promoted_adapter runs only if this passes.",
 )
 def adapter_beats_base(support_adapter: dict) -> dg.AssetCheckResult:
-    from hybrid_assets.behaviour.evaluate import promotion_gate
-
     passed, reasons = promotion_gate(support_adapter["base"], support_adapter["adapter"])
     return dg.AssetCheckResult(
         passed=passed,

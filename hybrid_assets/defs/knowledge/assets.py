@@ -5,8 +5,11 @@ import dagster as dg
 
 from hybrid_assets.defs.resources import WeaviateResource
 from hybrid_assets.defs.rules import OBSERVE_EVERY_MINUTE, ON_PARENT_CHANGE_OR_DAILY
+from hybrid_assets.knowledge.accounts import load_accounts
 from hybrid_assets.knowledge.documents import file_set_version, scan_documents
+from hybrid_assets.knowledge.pipeline import build_document_chunks, count_objects, index_accounts, index_documents
 from hybrid_assets.settings import load_settings
+from hybrid_assets.store.collections import accounts_collection_name, knowledge_collection_name
 
 GROUP = "knowledge"
 RUNS_WHEN = {"runs_when": "documents_changed.daily"}
@@ -41,8 +44,6 @@ def customer_account_files() -> dg.DataVersion:
     description="Documents parsed with unstructured and chunked by section (ids = uuid5 of doc id + content).",
 )
 def document_chunks(context: dg.AssetExecutionContext):
-    from hybrid_assets.knowledge.pipeline import build_document_chunks
-
     settings = load_settings()
     refs = scan_documents(settings.docs_dir)
     result = build_document_chunks(refs, settings.cache_dir)
@@ -73,9 +74,6 @@ def document_chunks(context: dg.AssetExecutionContext):
     "written, stale ones deleted afterwards; documents that failed to parse keep their chunks.",
 )
 def knowledge_index(context: dg.AssetExecutionContext, weaviate: WeaviateResource, document_chunks) -> dg.MaterializeResult:
-    from hybrid_assets.knowledge.pipeline import count_objects, index_documents
-    from hybrid_assets.store.collections import knowledge_collection_name
-
     settings = weaviate.settings()
     with weaviate.client() as client:
         report = index_documents(client, settings, document_chunks)
@@ -109,10 +107,6 @@ def knowledge_index(context: dg.AssetExecutionContext, weaviate: WeaviateResourc
     description="Customer accounts in a multi-tenant collection, one tenant per customer.",
 )
 def customer_accounts_index(weaviate: WeaviateResource) -> dg.MaterializeResult:
-    from hybrid_assets.knowledge.accounts import load_accounts
-    from hybrid_assets.knowledge.pipeline import index_accounts
-    from hybrid_assets.store.collections import accounts_collection_name
-
     settings = weaviate.settings()
     accounts = load_accounts(settings.accounts_dir)
     with weaviate.client() as client:

@@ -5,6 +5,8 @@ import dagster as dg
 
 from hybrid_assets.defs.knowledge.assets import customer_accounts_index, document_chunks, knowledge_index
 from hybrid_assets.defs.resources import WeaviateResource
+from hybrid_assets.knowledge.accounts import load_accounts
+from hybrid_assets.store.collections import accounts_collection_name, existing_chunk_ids, knowledge_collection_name
 
 
 @dg.asset_check(asset=document_chunks, description="No chunk is empty or whitespace.")
@@ -33,8 +35,6 @@ def parse_failures_listed(document_chunks) -> dg.AssetCheckResult:
     "equals the chunk count (plus the kept chunks of documents that failed to parse).",
 )
 def weaviate_matches_chunks(weaviate: WeaviateResource, document_chunks) -> dg.AssetCheckResult:
-    from hybrid_assets.store.collections import existing_chunk_ids, knowledge_collection_name
-
     settings = weaviate.settings()
     with weaviate.client() as client:
         stored = existing_chunk_ids(client.collections.get(knowledge_collection_name(settings.embedding_model)))
@@ -59,9 +59,6 @@ def weaviate_matches_chunks(weaviate: WeaviateResource, document_chunks) -> dg.A
 
 @dg.asset_check(asset=customer_accounts_index, description="One tenant per customer in the account files.")
 def one_tenant_per_customer(weaviate: WeaviateResource) -> dg.AssetCheckResult:
-    from hybrid_assets.knowledge.accounts import load_accounts
-    from hybrid_assets.store.collections import accounts_collection_name
-
     settings = weaviate.settings()
     wanted = {a.customer_id for a in load_accounts(settings.accounts_dir)}
     with weaviate.client() as client:
