@@ -38,3 +38,36 @@ def test_the_private_import_check_can_fail(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("from hybrid_assets.knowledge.chunking import _secret\n")
     assert private_imports(probe, tmp_path) == ["probe.py:1: hybrid_assets.knowledge.chunking._secret"]
+
+
+def function_level_project_imports(path: Path, root: Path = PROJECT_ROOT) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("hybrid_assets"):
+                    found.append(f"{path.relative_to(root)}:{inner.lineno}: {inner.module}")
+    return found
+
+
+def test_project_imports_are_at_the_top_of_each_module():
+    """Only third-party heavy libraries (torch, transformers, unstructured, weaviate, ...) are imported
+    inside functions; our own modules are cheap to import, so they are imported at the top."""
+    offenders = [hit for path in sorted((PROJECT_ROOT / "hybrid_assets").rglob("*.py"))
+                 for hit in function_level_project_imports(path)]
+    assert offenders == []
+
+
+def test_importing_every_module_loads_no_heavy_library():
+    """What makes top-level imports safe: no module of ours imports a heavy library at import time."""
+    code = (
+        "import importlib, pkgutil, sys, hybrid_assets\n"
+        "for m in pkgutil.walk_packages(hybrid_assets.__path__, 'hybrid_assets.'): importlib.import_module(m.name)\n"
+        "heavy = ('torch', 'transformers', 'peft', 'unstructured', 'weaviate', 'sentence_transformers', 'xgrammar',\n"
+        "         'bitsandbytes', 'trl', 'datasets')\n"
+        "print(','.join(h for h in heavy if h in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=PROJECT_ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == ""
