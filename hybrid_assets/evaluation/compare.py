@@ -168,11 +168,16 @@ def compare(engine, client, cases: Sequence[EvalCase], adapter_dir: Path | None,
     if any(c.adapter for c in configurations) and adapter_dir is None:
         raise ValueError("an adapter configuration needs an adapter (none is promoted; train one first)")
     reports = []
-    for config in configurations:
-        report = run_configuration(engine, client, cases, config, retriever, adapter_dir)
-        reports.append(report)
-        if progress:
-            progress(f"{config.name}: overall {report.metrics['overall']:.3f} in {report.seconds:.0f}s")
+    # Each configuration sets the engine's adapter mode; a shared (serving) engine gets its own back.
+    serving_mode = (engine.use_adapter, engine.adapter_dir)
+    try:
+        for config in configurations:
+            report = run_configuration(engine, client, cases, config, retriever, adapter_dir)
+            reports.append(report)
+            if progress:
+                progress(f"{config.name}: overall {report.metrics['overall']:.3f} in {report.seconds:.0f}s")
+    finally:
+        engine.use_adapter, engine.adapter_dir = serving_mode
     best = max(reports, key=lambda r: r.metrics["overall"] or 0.0).name
     return {
         "n": len(cases),

@@ -302,6 +302,7 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         return run_engine(request, body.ticket, body.customer_id, history).to_dict()
 
     # -- the OpenAI shape (serving/openai_compat.py) ------------------------------------------------------
+    openai_compat.install_error_shape(app)
     def promoted_version() -> str | None:
         current = AdapterRegistry(settings.adapters_dir).current()
         return current.version_id if current else None

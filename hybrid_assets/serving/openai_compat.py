@@ -153,6 +153,44 @@ def stream_body(result, model: str, tokenizer) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
+               422: "invalid_request_error", 503: "service_unavailable"}
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict:
+    """An error in the OpenAI shape, so SDKs show the message (``openai.NotFoundError: ... not served``)."""
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param,
+                      "code": None}}
+
+
+def install_error_shape(app) -> None:
+    """Errors of the OpenAI routes in the OpenAI shape; every other route keeps FastAPI's."""
+    from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    def ours(request) -> bool:
+        return request.url.path in OPENAI_PATHS
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        if not ours(request):
+            return await http_exception_handler(request, exc)
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        if not ours(request):
+            return await request_validation_exception_handler(request, exc)
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        return JSONResponse(error_body(422, f"{param}: {first.get('msg')}" if param else first.get("msg", ""), param),
+                            status_code=422)
+
+
 def models_body(promoted: str | None, created: int) -> dict:
     data = [{"id": promoted or BASE, "object": "model", "created": created, "owned_by": "hybrid_assets"},
             {"id": ALIAS, "object": "model", "created": created, "owned_by": "hybrid_assets"}]

