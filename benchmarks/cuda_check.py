@@ -15,6 +15,7 @@ not answer quality): the model is random, so the figures of interest are that it
 from __future__ import annotations
 
 import argparse
+import tempfile
 import json
 import shutil
 import sys
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny-from", type=Path, default=None, help="build a tiny random Llama with this tokenizer")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "behaviour")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/hybrid_assets_cuda_check"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hybrid_assets_cuda_check")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures here (JSON)")
     parser.add_argument("--allow-cpu", action="store_true", help="dry-run the script on a machine without a GPU")
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ import subprocess
 
 from hybrid_assets.settings import PROJECT_ROOT
 
-MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|root|home|Users|tmp/pytest-of-\w+)/[\w.-]+")
+X
 TEXT_SUFFIXES = {".py", ".md", ".json", ".jsonl", ".toml", ".yaml", ".yml", ".txt", ".sh", ".cfg", ".example", ""}
 
 
@@ -29,6 +29,7 @@ def test_no_absolute_machine_path_in_committed_files():
 
 
 def test_the_pattern_finds_a_machine_path():
-    assert MACHINE_PATH.search("Reproduce: `cd /work/main && make`")
-    assert MACHINE_PATH.search('"adapter": "/root/.cache/x"')
+    root, home = "/" + "work", "/" + "root"  # built, so this file names no machine path itself
+    assert MACHINE_PATH.search(f"Reproduce: `cd {root}/main && make`")
+    assert MACHINE_PATH.search(f'"adapter": "{home}/.cache/x"')
     assert not MACHINE_PATH.search("data/adapters/versions/x and ~/.cache/hybrid_assets and ../shared/benchmarks")
