@@ -7,7 +7,7 @@ import subprocess
 
 from hybrid_assets.settings import PROJECT_ROOT
 
-X
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|root|home|Users|tmp/pytest-of-\w+)/[\w.-]+")
 TEXT_SUFFIXES = {".py", ".md", ".json", ".jsonl", ".toml", ".yaml", ".yml", ".txt", ".sh", ".cfg", ".example", ""}
 
 
