@@ -21,7 +21,6 @@ if [ -x "$dest/weaviate-server" ]; then
   exit 0
 fi
 command -v go >/dev/null || { echo "error: Go is required to build weaviate-server (https://go.dev/dl)"; exit 1; }
-command -v patch >/dev/null || { echo "error: 'patch' is required (apt-get install patch)"; exit 1; }
 echo "building weaviate-server $version from the Go module proxy (first time only, ~3-6 min)..."
 start=$(date +%s)
 module_dir="$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "github.com/weaviate/weaviate@$version" \
@@ -30,7 +29,8 @@ module_dir="$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "github.com/weav
 src="$(mktemp -d)"
 trap 'rm -rf "$src"' EXIT
 cp -r "$module_dir/." "$src/" && chmod -R u+w "$src"
-patch -d "$src" -p1 --forward --quiet < "$patch_file" \
+patch_abs="$(pwd)/$patch_file"
+(cd "$src" && git apply -p1 "$patch_abs") \
   || { echo "error: $patch_file does not apply to weaviate $version; update the patch for this version"; exit 1; }
 mkdir -p "$dest.partial"
 (cd "$src" && GOFLAGS=-mod=mod go build -trimpath -o "$dest.partial/weaviate-server" ./cmd/weaviate-server)
