@@ -26,3 +26,19 @@ else
   echo "python packages: up to date"
 fi
 bash scripts/install_weaviate.sh
+
+# System packages the tests drive for real: Debian's Chromium (the agent console's browser tests,
+# through Playwright with the system executable; Playwright's own download cannot work offline) and
+# PostgreSQL (Dagster's run/event storage test). Installed only where missing, and only as root.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing system packages: ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null; }
+  else
+    echo "warning: ${need[*]} missing (install them to run the browser / PostgreSQL tests)" >&2
+  fi
+fi
