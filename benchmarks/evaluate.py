@@ -123,10 +123,10 @@ is a copy of `data/behaviour` without `raft_examples.jsonl`.
 
 
 def looping(reply: str, n: int = 8) -> bool:
-    """True when the reply repeats a run of ``n`` words (the loops greedy decoding falls into)."""
-    words = reply.split()
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    return len(grams) != len(set(grams))
+    """True when the reply repeats a run of ``n`` words or a sentence (``evaluation.metrics``)."""
+    from hybrid_assets.evaluation.metrics import repeats_a_run
+
+    return repeats_a_run(reply, n)
 
 
 def cmd_repetition(args) -> None:

@@ -1,6 +1,7 @@
 """`make demo`: the main job on embedded defaults, through Dagster so the runs show up in `make dev`.
 
-sample data -> Weaviate (knowledge job) -> adapter (behaviour job) -> evaluation -> answers.
+sample data -> Weaviate (knowledge job) -> adapter (behaviour job, or nothing to do when the shipped
+release adapter was trained on exactly this behaviour data) -> answers -> evaluation.
 Stages that are not built yet are skipped with a note; each stage prints what it produced.
 """
 
@@ -16,7 +17,7 @@ from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_file
 from hybrid_assets.behaviour.evaluate import promotion_gate
 from hybrid_assets.behaviour.pipeline import comparison_table
 from hybrid_assets.behaviour.registry import AdapterRegistry
-from hybrid_assets.behaviour.train import TrainConfig
+from hybrid_assets.behaviour.release import adapter_trained_on, release_lineage
 from hybrid_assets.definitions import defs
 from hybrid_assets.knowledge.pipeline import search
 from hybrid_assets.settings import PROJECT_ROOT, apply_offline_env, load_settings
@@ -84,43 +85,48 @@ def main() -> None:
 
 
 def _already_trained(settings):
-    """(version, promoted) of the newest adapter trained on exactly the current behaviour data with the
-    default config, or (None, False): then the behaviour path has nothing to do (unchanged data never
-    retrains, whether or not that adapter passed the promotion gate)."""
-    registry = AdapterRegistry(settings.adapters_dir)
-    version = dataset_version(find_behaviour_files(settings.behaviour_dir))
-    wanted = TrainConfig(base_model=settings.base_model).to_dict()
-    current = registry.current()
-    for candidate in reversed(registry.list_versions()):
-        trained_with = candidate.lineage.get("train_config", {})
-        same_config = all(trained_with.get(k) == v for k, v in wanted.items())
-        if candidate.lineage.get("dataset_version") == version and same_config:
-            return candidate, current is not None and current.version_id == candidate.version_id
-    return None, False
+    """(version, promoted) of the newest adapter trained on exactly the current behaviour data (the
+    shipped release adapter included), or (None, False). Then the behaviour path has nothing to do:
+    unchanged data never retrains, whether or not that adapter passed the promotion gate; a challenger
+    is one command (`hybrid-assets train --profile quick`)."""
+    existing = adapter_trained_on(settings, dataset_version(find_behaviour_files(settings.behaviour_dir)))
+    current = AdapterRegistry(settings.adapters_dir).current()
+    if existing is None:
+        return None, False
+    return existing, current is not None and current.version_id == existing.version_id
 
 
 def behaviour_stage(defs, instance, settings) -> None:
     _banner("Behaviour path: behaviour data -> SFT -> QLoRA adapter -> eval vs base -> promotion gate")
     existing, promoted = _already_trained(settings)
     if existing is not None:
-        print(f"behaviour data unchanged since adapter {existing.version_id} was trained: nothing to do "
-              f"({'promoted' if promoted else 'not promoted: it did not pass the gate'})")
+        shipped = existing.version_id == (release_lineage(settings.release_adapter_dir) or {}).get("version_id")
+        print(f"behaviour data unchanged since adapter {existing.version_id}"
+              f"{' (the shipped release adapter, adapters/release)' if shipped else ''} was trained on it: "
+              f"nothing to do ({'promoted' if promoted else 'not promoted: it did not pass the gate'})")
         metrics = existing.lineage["metrics"]
     else:
         run_job(defs, instance, "behaviour_sources_job")  # record data/behaviour's content hash
-        print("training the default adapter (about 15 minutes on a 2-core CPU; progress is logged)...", flush=True)
+        print("behaviour data changed: training an adapter with the default profile (about 30 minutes on a "
+              "2-core CPU; progress is logged)...", flush=True)
         result = run_job(defs, instance, "behaviour_job", raise_on_error=False, log_level="INFO")
         nodes = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         if "support_adapter" not in nodes:
             raise SystemExit("behaviour_job failed before an adapter was trained; see the log above")
         output = result.output_for_node("support_adapter")
-        metrics = {"base": output["base"], "adapter": output["adapter"]}
+        metrics = {"base": output["base"], "adapter": output["adapter"],
+                   "champion": {"metrics": output.get("champion")} if output.get("champion") else None}
         promoted = "promoted_adapter" in nodes
         print(f"adapter {output['version_id']} " + ("PROMOTED" if promoted else "NOT promoted (gate failed)"))
+    champion = (metrics.get("champion") or {}).get("metrics")
     print(f"\nbase vs adapter on the held-out eval subset ({metrics['adapter']['n']} records, greedy, "
           "schema-constrained as served):")
-    print(comparison_table(metrics["base"], metrics["adapter"]))
-    print("gate: " + "; ".join(promotion_gate(metrics["base"], metrics["adapter"])[1]))
+    print(comparison_table(metrics["base"], metrics["adapter"], champion))
+    calibration = metrics.get("decision_calibration")
+    if calibration:
+        print(f"decision threshold {calibration['answer_threshold']} chosen on {calibration['dev_records']} dev "
+              f"records (macro F1 {calibration['dev_macro_f1']:.3f}; greedy {calibration['dev_macro_f1_greedy']:.3f})")
+    print("gate: " + "; ".join(promotion_gate(metrics["base"], metrics["adapter"], champion)[1]))
 
 
 def answers_stage(defs, instance) -> None:

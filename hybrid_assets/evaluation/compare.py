@@ -12,10 +12,17 @@ same grounding guards), so the only differences are the adapter and the context.
   (``hybrid_assets/scoring.py``, as the promotion gate): validity = completed within the token budget;
   a label counts what the model decided (of a cut answer: what its prefix had decided), exact match
   with the gold labels where the set has them;
-- answer_f1: SQuAD-style token F1 of the reply against the gold answer, on gold-answerable items;
+- decision_accuracy: the answer's decision (answer / clarify / not_answerable) equals the gold one;
+- answer_f1: SQuAD-style token F1 of the reply against the gold answer, on gold-answerable items
+  (0 where the system did not answer);
 - citation precision / recall: the cited chunks' documents vs the gold documents (macro over items;
   precision over items that cite anything, recall over answerable items with gold documents);
-- abstention precision / recall / F1: positive class = "not answerable", against the gold flag;
+- abstention precision / recall / F1: positive class = decision "not_answerable", against the gold
+  decision (defined when the set has such items);
+- clarification precision / recall / F1: positive class = decision "clarify" (defined when the set
+  has items whose gold decision is "clarify");
+- repeated_reply_rate: share of replies that repeat a run of 8 words (a loop), and truncated_rate:
+  share of answers the token budget cut (both lower is better; they are in the "where beaten" list);
 - retrieval recall@k: share of answerable items with a gold document among the retrieved chunks;
 - overall: the mean of the metrics above that the set defines (our single ranking figure).
 """
@@ -29,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hybrid_assets.evaluation.datasets import EvalItem
-from hybrid_assets.evaluation.metrics import abstention_scores, mean, token_f1
+from hybrid_assets.evaluation.metrics import decision_class_scores, mean, repeats_a_run, token_f1
+from hybrid_assets.schema import ANSWER, CLARIFY, NOT_ANSWERABLE
 from hybrid_assets.scoring import Scored, decision_scores
 from hybrid_assets.serving.retrieval import Retrieved
 from hybrid_assets.settings import repo_relative
@@ -73,21 +81,23 @@ class ConfigReport:
 def score(cases: Sequence[EvalCase], results: Sequence, retrieval: bool) -> dict:
     """Metrics for one configuration (``results`` are serving ``AnswerResult``s, in case order)."""
     decisions, f1s, precisions, recalls, retrieved_gold = [], [], [], [], []
-    gold_flags, predicted_flags = [], []
+    gold_decisions, predicted_decisions, repeated = [], [], []
     for case, result in zip(cases, results, strict=True):
         answer, item = result.answer, case.item
+        gold = {"decision": item.decision}
         if case.gold_labels:
-            gold = {"sentiment": case.gold_labels["sentiment"], "category": case.gold_labels["category"],
-                    "escalation_level": case.gold_labels["escalation"]}
-        else:
-            gold = {"category": item.category}
+            gold.update({"sentiment": case.gold_labels["sentiment"], "category": case.gold_labels["category"],
+                         "escalation_level": case.gold_labels["escalation"]})
+        elif item.category is not None:
+            gold["category"] = item.category
         decisions.append(Scored(gold, result.decided, result.complete))
-        gold_flags.append(item.answerable)
-        predicted_flags.append(bool(answer["answerable"]))
+        gold_decisions.append(item.decision)
+        predicted_decisions.append(answer["decision"])
+        repeated.append(repeats_a_run(answer["reply"]))
         gold_docs = set(item.gold_passage_ids)
         cited_docs = {source["doc_id"] for source in result.sources}
         if item.answerable and item.gold_answer:
-            f1s.append(token_f1(item.gold_answer, answer["reply"]) if answer["answerable"] else 0.0)
+            f1s.append(token_f1(item.gold_answer, answer["reply"]) if answer["decision"] == ANSWER else 0.0)
         if cited_docs and gold_docs:
             precisions.append(len(cited_docs & gold_docs) / len(cited_docs))
         elif cited_docs and not item.answerable:
@@ -96,20 +106,29 @@ def score(cases: Sequence[EvalCase], results: Sequence, retrieval: bool) -> dict
             recalls.append(len(cited_docs & gold_docs) / len(gold_docs))
             if retrieval:
                 retrieved_gold.append(any(chunk["doc_id"] in gold_docs for chunk in result.retrieved))
-    abstention = abstention_scores(gold_flags, predicted_flags) if not all(gold_flags) else None
+    abstention = decision_class_scores(gold_decisions, predicted_decisions, NOT_ANSWERABLE) \
+        if NOT_ANSWERABLE in gold_decisions else None
+    clarification = decision_class_scores(gold_decisions, predicted_decisions, CLARIFY) \
+        if CLARIFY in gold_decisions else None
     decided = decision_scores(decisions)
     metrics = {
         "json_validity": decided["json_validity"],
         "sentiment_accuracy": decided["sentiment_accuracy"],
         "category_accuracy": decided["category_accuracy"],
         "escalation_accuracy": decided["escalation_accuracy"],
+        "decision_accuracy": decided["decision_accuracy"],
         "answer_f1": mean(f1s),
         "citation_precision": mean(precisions),
         "citation_recall": mean(recalls),
         "abstention_precision": abstention["precision"] if abstention else None,
         "abstention_recall": abstention["recall"] if abstention else None,
         "abstention_f1": abstention["f1"] if abstention else None,
+        "clarification_precision": clarification["precision"] if clarification else None,
+        "clarification_recall": clarification["recall"] if clarification else None,
+        "clarification_f1": clarification["f1"] if clarification else None,
         "retrieval_recall_at_k": mean(retrieved_gold) if retrieval else None,
+        "repeated_reply_rate": mean(repeated),
+        "truncated_rate": mean(not result.complete for result in results),
     }
     metrics["overall"] = overall(metrics)
     return metrics
@@ -117,14 +136,15 @@ def score(cases: Sequence[EvalCase], results: Sequence, retrieval: bool) -> dict
 
 # What "overall" averages: every one of these that the set defines.
 OVERALL_METRICS = ("json_validity", "sentiment_accuracy", "category_accuracy", "escalation_accuracy",
-                   "answer_f1", "citation_precision", "citation_recall", "abstention_f1")
+                   "decision_accuracy", "answer_f1", "citation_precision", "citation_recall", "abstention_f1",
+                   "clarification_f1")
 
 
 def overall(metrics: dict) -> float | None:
     values = []
     for name in OVERALL_METRICS:
-        value = metrics[name]
-        if value is None and name == "citation_precision" and metrics["citation_recall"] is not None:
+        value = metrics.get(name)
+        if value is None and name == "citation_precision" and metrics.get("citation_recall") is not None:
             value = 0.0  # cited nothing although the set has gold documents: no free pass
         if value is not None:
             values.append(value)
@@ -191,8 +211,15 @@ def compare(engine, client, cases: Sequence[EvalCase], adapter_dir: Path | None,
 
 # -- presenting ---------------------------------------------------------------------------------
 TABLE_METRICS = ("overall", "json_validity", "sentiment_accuracy", "category_accuracy", "escalation_accuracy",
-                 "answer_f1", "citation_precision", "citation_recall", "abstention_precision",
-                 "abstention_recall", "abstention_f1", "retrieval_recall_at_k", "mean_latency_s")
+                 "decision_accuracy", "answer_f1", "citation_precision", "citation_recall", "abstention_precision",
+                 "abstention_recall", "abstention_f1", "clarification_precision", "clarification_recall",
+                 "clarification_f1", "retrieval_recall_at_k", "repeated_reply_rate", "truncated_rate",
+                 "mean_latency_s")
+# Lower is better for these; the table bolds the lowest and "where beaten" compares downwards.
+LOWER_IS_BETTER = {"repeated_reply_rate", "truncated_rate"}
+# One side of a trade-off whose balance is reported as F1 (abstaining on everything maximises recall,
+# never abstaining maximises nothing): shown in the table, left out of "where beaten".
+TRADE_OFF_HALVES = {"abstention_precision", "abstention_recall", "clarification_precision", "clarification_recall"}
 
 
 def markdown_table(report: dict) -> str:
@@ -203,7 +230,9 @@ def markdown_table(report: dict) -> str:
         values = [report["configurations"][n]["metrics"].get(metric) for n in names]
         if all(v is None for v in values):
             continue
-        best = max((v for v in values if v is not None), default=None) if metric != "mean_latency_s" else None
+        present = [v for v in values if v is not None]
+        best = None if metric == "mean_latency_s" or not present else \
+            (min(present) if metric in LOWER_IS_BETTER else max(present))
         cells = ["—" if v is None else (f"**{v:.3f}**" if v == best and metric != "mean_latency_s" else f"{v:.3f}")
                  for v in values]
         rows.append(f"| {metric} | " + " | ".join(cells) + " |")
@@ -217,13 +246,14 @@ def where_beaten(report: dict, name: str = "hybrid") -> list[str]:
     lines = []
     for metric in TABLE_METRICS:
         mine = configs[name]["metrics"].get(metric)
-        if metric == "mean_latency_s" or mine is None:
+        if metric == "mean_latency_s" or metric in TRADE_OFF_HALVES or mine is None:
             continue
         others = {n: c["metrics"].get(metric) for n, c in configs.items() if n != name}
-        better = {n: v for n, v in others.items() if v is not None and v > mine}
+        lower = metric in LOWER_IS_BETTER
+        better = {n: v for n, v in others.items() if v is not None and (v < mine if lower else v > mine)}
         if better:
-            top = max(better, key=better.get)
-            lines.append(f"{metric}: {name} {mine:.3f} < {top} {better[top]:.3f}")
+            top = (min if lower else max)(better, key=better.get)
+            lines.append(f"{metric}: {name} {mine:.3f} {'>' if lower else '<'} {top} {better[top]:.3f}")
     return lines
 
 
@@ -235,7 +265,7 @@ def bar_chart(report: dict, path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(report["configurations"])
-    metrics = [m for m in TABLE_METRICS if m != "mean_latency_s"
+    metrics = [m for m in TABLE_METRICS if m != "mean_latency_s" and m not in LOWER_IS_BETTER
                and any(report["configurations"][n]["metrics"].get(m) is not None for n in names)]
     width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(max(8, len(metrics) * 1.1), 4.2), dpi=110)

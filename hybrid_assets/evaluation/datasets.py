@@ -29,6 +29,8 @@ from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
+from hybrid_assets.schema import ANSWER, CLARIFY, DECISIONS, NOT_ANSWERABLE
+
 FORMATS = ("native", "mtrag", "clapnq", "intent-csv")
 
 NATIVE_ITEMS_FILE = "items.jsonl"
@@ -39,14 +41,19 @@ CLAPNQ_SOURCE = "clapnq"
 INTENT_TEXT_COLUMN = "text"
 INTENT_CATEGORY_COLUMNS = ("category", "label")  # first one present in the header wins
 
-# MTRAG answerability labels -> our ``answerable`` flag. Our flag means "the provided passages
-# support a reply" (schema: "False when the provided context does not answer the ticket"), and an
-# abstention is scored only where the gold says so. Hence:
-# - UNANSWERABLE -> False: the reference reply is an "I don't have that information".
-# - ANSWERABLE, PARTIAL -> True: the passages support (at least part of) the reference reply.
-# - CONVERSATIONAL -> True: chit-chat ("Thank you!") with no passages; the reference is a normal
+# MTRAG answerability labels -> the answer schema's decision (``schema.DECISIONS``). "not_answerable"
+# means "the provided passages do not support a reply", and an abstention is scored only where the
+# gold says so. Hence:
+# - UNANSWERABLE -> not_answerable: the reference reply is an "I don't have that information".
+# - ANSWERABLE, PARTIAL -> answer: the passages support (at least part of) the reference reply.
+# - CONVERSATIONAL -> answer: chit-chat ("Thank you!") with no passages; the reference is a normal
 #   reply, not an abstention, and MTRAG's own IDK metric expects an abstention only on UNANSWERABLE.
-MTRAG_ANSWERABLE = {"ANSWERABLE": True, "PARTIAL": True, "CONVERSATIONAL": True, "UNANSWERABLE": False}
+# - UNDERSPECIFIED (MTRAG-UN) -> clarify: the turn cannot be answered until the user says more; the
+#   expected reply is a clarifying question.
+# MTRAG spells the field ``Answerability`` (a one-element list); MTRAG-UN spells it ``answerability``
+# (a list or a plain string). Both are read, labels case-insensitively.
+MTRAG_DECISION = {"ANSWERABLE": ANSWER, "PARTIAL": ANSWER, "CONVERSATIONAL": ANSWER,
+                  "UNANSWERABLE": NOT_ANSWERABLE, "UNDERSPECIFIED": CLARIFY}
 MTRAG_ROLES = {"user": "user", "agent": "assistant"}
 
 
@@ -68,9 +75,17 @@ class EvalItem:
     history: tuple[dict, ...] = ()
     gold_passage_ids: tuple[str, ...] = ()
     gold_answer: str | None = None
-    answerable: bool = True
+    decision: str = ANSWER  # the gold decision (``schema.DECISIONS``)
     category: str | None = None
     customer_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.decision not in DECISIONS:
+            raise ValueError(f"item {self.id!r}: decision {self.decision!r} is not one of {list(DECISIONS)}")
+
+    @property
+    def answerable(self) -> bool:
+        return self.decision == ANSWER
 
 
 @dataclass(frozen=True)
@@ -187,7 +202,10 @@ class _NativeItem(_Strict):
     history: list[_NativeTurn] = []
     gold_passage_ids: list[NonBlank] = []
     gold_answer: str | None = None
-    answerable: bool = True
+    # The gold decision; ``answerable`` (the older spelling: true = "answer", false = "not_answerable")
+    # is still read. Giving both is an error.
+    decision: Literal["answer", "clarify", "not_answerable"] | None = None
+    answerable: bool | None = None
     category: str | None = None
 
 
@@ -214,14 +232,17 @@ def _load_native_passages(path: Path | None) -> dict[str, Passage]:
     return {p.id: Passage(p.id, p.text, p.title, p.source) for _, p in rows}
 
 
-def _native_item(row: _NativeItem) -> EvalItem:
+def _native_item(row: _NativeItem, path: Path, line: int) -> EvalItem:
+    if row.decision is not None and row.answerable is not None:
+        _fail(path, "give 'decision' or the older 'answerable', not both", line=line)
+    decision = row.decision or (NOT_ANSWERABLE if row.answerable is False else ANSWER)
     return EvalItem(
         id=row.id,
         question=row.question,
         history=tuple({"role": t.role, "content": t.content} for t in row.history),
         gold_passage_ids=tuple(row.gold_passage_ids),
         gold_answer=row.gold_answer,
-        answerable=row.answerable,
+        decision=decision,
         category=row.category,
         customer_id=row.customer_id,
     )
@@ -239,7 +260,7 @@ def _load_native(path: Path, limit: int | None, rng: random.Random) -> EvalDatas
         if unknown:
             hint = f"not in {passages_path.name}" if passages_path else f"and there is no {NATIVE_PASSAGES_FILE}"
             _fail(items_path, f"field 'gold_passage_ids': {unknown} {hint}", line=number)
-    items = [_native_item(r) for _, r in rows]
+    items = [_native_item(r, items_path, n) for n, r in rows]
     kept = [items[i] for i in _sample_indices(len(items), limit, rng)]
     categories = sorted({i.category for i in items if i.category})
     return EvalDataset(_dataset_name(path), "native", tuple(kept), tuple(passages.values()), tuple(categories))
@@ -265,8 +286,17 @@ class _MtragTask(_Lenient):
     input: list[_MtragTurn]
     contexts: list[_MtragContext] = []
     targets: list[_MtragTurn] = []
-    Answerability: list[str]
+    Answerability: list[str] | str | None = None  # MTRAG
+    answerability: list[str] | str | None = None  # MTRAG-UN
     Collection: str = ""
+
+    def answerability_label(self) -> tuple[str, str | None]:
+        """(the field's name as spelled in the file, its first label upper-cased)."""
+        name, value = ("answerability", self.answerability) if self.answerability is not None \
+            else ("Answerability", self.Answerability)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return name, value.strip().upper() if isinstance(value, str) else None
 
 
 class _MtragDocument(_Lenient):
@@ -308,19 +338,20 @@ def _mtrag_item(task: _MtragTask, path: Path, record: str) -> EvalItem:
         if turn.speaker not in MTRAG_ROLES:
             _fail(path, f"field 'input.{number}.speaker': unknown speaker {turn.speaker!r}", record=record)
         history.append({"role": MTRAG_ROLES[turn.speaker], "content": turn.text})
-    label = task.Answerability[0] if task.Answerability else None
-    if label not in MTRAG_ANSWERABLE:
-        known = sorted(MTRAG_ANSWERABLE)
-        _fail(path, f"field 'Answerability': {task.Answerability} is not one of {known}", record=record)
-    answerable = MTRAG_ANSWERABLE[label]
+    field_name, label = task.answerability_label()
+    if label not in MTRAG_DECISION:
+        given = getattr(task, field_name)
+        _fail(path, f"field '{field_name}': {given!r} is not one of {sorted(MTRAG_DECISION)}", record=record)
+    decision = MTRAG_DECISION[label]
     return EvalItem(
         id=task.task_id,
         question=task.input[-1].text,
         history=tuple(history),
         gold_passage_ids=tuple(dict.fromkeys(c.document_id for c in task.contexts)),
         # Unanswerable: the reference is an abstention, and the data model keeps None for those.
-        gold_answer=task.targets[0].text if answerable and task.targets else None,
-        answerable=answerable,
+        # Underspecified: the reference is the clarifying question.
+        gold_answer=task.targets[0].text if decision != NOT_ANSWERABLE and task.targets else None,
+        decision=decision,
     )
 
 
@@ -396,7 +427,7 @@ def _clapnq_item(record: _ClapnqRecord, passage_ids: tuple[str, ...]) -> EvalIte
         question=record.input,
         gold_passage_ids=passage_ids if answerable else (),
         gold_answer=answers[0] if answerable else None,
-        answerable=answerable,
+        decision=ANSWER if answerable else NOT_ANSWERABLE,
     )
 
 

@@ -33,13 +33,29 @@ def precision_recall_f1(true_positive: int, predicted_positive: int, actual_posi
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def abstention_scores(gold_answerable: list[bool], predicted_answerable: list[bool | None]) -> dict:
-    """Positive class = 'not answerable'. An unparseable prediction counts as not abstaining."""
-    pairs = list(zip(gold_answerable, predicted_answerable))
-    tp = sum(1 for g, p in pairs if not g and p is False)
-    predicted = sum(1 for _, p in pairs if p is False)
-    actual = sum(1 for g, _ in pairs if not g)
-    return precision_recall_f1(tp, predicted, actual)
+def decision_class_scores(gold: list[str], predicted: list[str | None], positive: str) -> dict:
+    """Precision / recall / F1 of one decision class (``"not_answerable"``: abstention; ``"clarify"``:
+    clarification) against the gold decisions. A missing prediction never counts as the class."""
+    pairs = list(zip(gold, predicted, strict=True))
+    tp = sum(1 for g, p in pairs if g == positive and p == positive)
+    predicted_positive = sum(1 for _, p in pairs if p == positive)
+    actual = sum(1 for g, _ in pairs if g == positive)
+    return precision_recall_f1(tp, predicted_positive, actual)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def repeats_a_run(reply: str, n: int = 8) -> bool:
+    """True when the reply loops: it repeats a run of ``n`` words, or a sentence (of 3+ words) it
+    already said - the loops greedy decoding falls into ("... and we're sorry, and we're sorry ...")."""
+    words = reply.lower().split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if len(grams) != len(set(grams)):
+        return True
+    sentences = [" ".join(answer_tokens(s)) for s in _SENTENCE_END.split(reply)]
+    sentences = [s for s in sentences if len(s.split()) >= 3]
+    return len(sentences) != len(set(sentences))
 
 
 def set_precision_recall(gold: set[str], predicted: set[str]) -> tuple[float | None, float | None]:

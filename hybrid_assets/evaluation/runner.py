@@ -22,7 +22,7 @@ from hybrid_assets.evaluation.datasets import EvalDataset, EvalItem, load_eval_d
 from hybrid_assets.knowledge.chunking import Chunk, chunk_id, split_long
 from hybrid_assets.knowledge.indexing import sync_collection
 from hybrid_assets.models.embedding import Embedder, model_slug
-from hybrid_assets.schema import LabelSpace
+from hybrid_assets.schema import NOT_ANSWERABLE, LabelSpace
 from hybrid_assets.serving.engine import AnswerEngine, load_labels
 from hybrid_assets.serving.retrieval import retrieve_from_collection
 from hybrid_assets.settings import Settings
@@ -51,8 +51,8 @@ def sample_cases(settings: Settings, limit: int = DEFAULT_SAMPLE_LIMIT, data_dir
             id=record.id,
             question=record.ticket,
             gold_passage_ids=gold_docs,
-            gold_answer=answer["reply"] if answer["answerable"] else None,
-            answerable=answer["answerable"],
+            gold_answer=answer["reply"] if answer["decision"] != NOT_ANSWERABLE else None,
+            decision=answer["decision"],
             category=answer["category"],
             customer_id=record.customer_id,
         )

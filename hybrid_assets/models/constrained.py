@@ -14,11 +14,13 @@ import json
 import threading
 from functools import lru_cache
 
-from hybrid_assets.schema import LabelSpace, answer_json_schema
+from hybrid_assets.schema import ANSWER, LabelSpace, answer_json_schema
 
 
 def schema_for_request(labels: LabelSpace, citable_ids: tuple[str, ...]) -> dict:
-    """The answer schema with ``citations`` restricted to this request's retrieved short ids."""
+    """The answer schema with ``citations`` restricted to this request's retrieved short ids. With
+    nothing retrieved there is nothing to cite, so the decision cannot be "answer" either (an answer
+    cites what it relies on): such a request can only ask to clarify or say it is not answerable."""
     schema = copy.deepcopy(answer_json_schema(labels))
     citations = schema["properties"]["citations"]
     if citable_ids:
@@ -27,6 +29,8 @@ def schema_for_request(labels: LabelSpace, citable_ids: tuple[str, ...]) -> dict
     else:
         citations["items"] = {"type": "string"}
         citations["maxItems"] = 0
+        decision = schema["properties"]["decision"]
+        decision["enum"] = [value for value in decision["enum"] if value != ANSWER]
     return schema
 
 

@@ -6,25 +6,28 @@ by construction, not by keeping several loops in step.
 
 A cut answer (the token budget ran out) does not parse, but under the grammar its prefix is valid
 JSON up to the cut and in ``FIELD_ORDER``: the labels it already decided (sentiment, category,
-answerable, escalation level) are read from that prefix (``read_decided``), so a scorer can count
+decision, escalation level) are read from that prefix (``read_decided``), so a scorer can count
 them while reporting the answer itself as invalid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
 from hybrid_assets.models.constrained import GrammarCache
+from hybrid_assets.models.decision import DecisionGate
 from hybrid_assets.models.repetition import AnswerNgramGuard
-from hybrid_assets.schema import LabelSpace, parse_answer
+from hybrid_assets.schema import DECISIONS, LabelSpace, parse_answer
+from hybrid_assets.scoring import decisions_of
 
 # The decision fields, in generation order, as the compact grammar layout writes them.
 _DECIDED = {
     "sentiment": re.compile(r'^\{"sentiment": ?"([^"]*)"'),
     "category": re.compile(r'"category": ?"([^"]*)"'),
-    "answerable": re.compile(r'"answerable": ?(true|false)'),
+    "decision": re.compile(r'"decision": ?"([^"]*)"'),
     "escalation_level": re.compile(r'"escalation": ?\{"level": ?"([^"]*)"'),
 }
 
@@ -39,10 +42,7 @@ def read_decided(text: str, labels: LabelSpace) -> dict:
         if not match:
             break  # fields come in order: nothing after a missing one was decided either
         value = match.group(1)
-        if name == "answerable":
-            decided[name] = value == "true"
-            continue
-        vocabulary = {"sentiment": labels.sentiments, "category": labels.categories,
+        vocabulary = {"sentiment": labels.sentiments, "category": labels.categories, "decision": DECISIONS,
                       "escalation_level": labels.escalation_levels}[name]
         if value not in vocabulary:
             break
@@ -58,6 +58,9 @@ class Generation:
     decided: dict = field(default_factory=dict)  # ``read_decided`` of the text: also set for cut answers
     error: str | None = None
     prompt_tokens: int = 0  # tokens of the prompt (padding excluded)
+    # The model's distribution over the decision values where it decided (``models/decision.py``);
+    # None when generation stopped before the decision (or decoding was unconstrained).
+    decision_probabilities: dict | None = None
 
     @property
     def complete(self) -> bool:
@@ -70,9 +73,7 @@ def parse_generation(text: str, tokens: int, labels: LabelSpace, prompt_tokens: 
     except ValueError as exc:  # pydantic.ValidationError is a ValueError; under the grammar: a cut answer
         return Generation(text, tokens, None, read_decided(text, labels), str(exc).splitlines()[0][:200],
                           prompt_tokens)
-    decided = {"sentiment": answer["sentiment"], "category": answer["category"], "answerable": answer["answerable"],
-               "escalation_level": answer["escalation"]["level"]}
-    return Generation(text, tokens, answer, decided, None, prompt_tokens)
+    return Generation(text, tokens, answer, decisions_of(answer), None, prompt_tokens)
 
 
 class Decoder:
@@ -87,10 +88,11 @@ class Decoder:
         self.constrained = constrained
         self.grammars = GrammarCache(tokenizer, vocab_size) if constrained else None
 
-    def processors(self, citable: list[tuple[str, ...]]) -> list:
+    def processors(self, citable: list[tuple[str, ...]], gate: DecisionGate | None = None) -> list:
         processors = [self.grammars.logits_processor(self.labels, citable)] if self.constrained else []
+        if gate is not None:  # reads the grammar-masked scores (see models/decision.py)
+            processors.append(gate)
         if self.no_repeat_ngram:  # after the grammar mask (see models/repetition.py)
-
             processors.append(AnswerNgramGuard(self.no_repeat_ngram))
         return processors
 
@@ -100,8 +102,11 @@ class Decoder:
             self.grammars.logits_processor(self.labels, citable)
 
     def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
-                 base_only: bool = False) -> list[Generation]:
-        """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model)."""
+                 base_only: bool = False, answer_threshold: float | None = None,
+                 max_new_tokens: int | None = None) -> list[Generation]:
+        """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model);
+        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own);
+        ``max_new_tokens`` overrides the budget (the calibration needs only the decision prefix)."""
         import torch
 
         if len(conversations) != len(citable):
@@ -112,20 +117,25 @@ class Decoder:
             conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
         ).to(model.device)
         disable = base_only and hasattr(model, "disable_adapter")
+        gate = DecisionGate(tokenizer, answer_threshold) if self.constrained else None
         with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()):
             output = model.generate(
                 **inputs,
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
                 do_sample=False,
-                logits_processor=self.processors(citable),
+                logits_processor=self.processors(citable, gate),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
         results = []
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        for row, prompt_tokens in zip(output[:, inputs["input_ids"].shape[1]:].tolist(), prompt_lengths):
+        rows = output[:, inputs["input_ids"].shape[1]:].tolist()
+        for index, (row, prompt_tokens) in enumerate(zip(rows, prompt_lengths)):
             if tokenizer.eos_token_id in row:  # what follows the end of sequence is batch padding
                 row = row[: row.index(tokenizer.eos_token_id) + 1]
             text = tokenizer.decode(row, skip_special_tokens=True)
-            results.append(parse_generation(text, len(row), self.labels, int(prompt_tokens)))
+            generation = parse_generation(text, len(row), self.labels, int(prompt_tokens))
+            if gate is not None and index < len(gate.probabilities):
+                generation = dataclasses.replace(generation, decision_probabilities=gate.probabilities[index])
+            results.append(generation)
         return results

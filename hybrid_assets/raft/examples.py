@@ -23,7 +23,7 @@ from hybrid_assets.raft.records import (
     signature_of,
     write_jsonl_atomic,
 )
-from hybrid_assets.schema import LabelSpace, not_answerable_escalation
+from hybrid_assets.schema import ANSWER, NOT_ANSWERABLE, LabelSpace, not_answerable_escalation
 
 EXAMPLE_ID_PREFIX = "raft-"
 # Reason of the policy's rule 6 ("a question the documentation does not answer"); its level comes
@@ -116,7 +116,7 @@ def no_oracle_answer(triple: Triple, rng: random.Random, labels: LabelSpace) -> 
     return {
         "sentiment": answer["sentiment"],
         "category": answer["category"],
-        "answerable": False,
+        "decision": NOT_ANSWERABLE,
         "escalation": escalation,
         "citations": [],
         "resolution": resolution,
@@ -159,7 +159,7 @@ def build_raft_examples(triples: Sequence[Triple], snapshot: Sequence[SnapshotCh
             answer = {
                 "sentiment": triple.answer["sentiment"],
                 "category": triple.answer["category"],
-                "answerable": True,
+                "decision": ANSWER,
                 "escalation": dict(triple.answer["escalation"]),
                 "citations": [short_id],
                 "resolution": oracle_resolution(short_id, triple.quote, triple.answer["resolution"]),

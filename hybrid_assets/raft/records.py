@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid_assets.schema import response_model
+from hybrid_assets.schema import ANSWER, response_model
 
 SNAPSHOT_FIELDS = ("chunk_id", "doc_id", "title", "section", "text")
 TRIPLE_FIELDS = ("id", "question", "gold_doc", "quote", "answer")
@@ -224,7 +224,7 @@ def check_triples(triples: Sequence[Triple], snapshot: Sequence[SnapshotChunk], 
         if not signature_of(triple.answer.get("reply", "")):
             problems.append(f"triple {triple.id}: reply is not signed ('{SIGN_OFF_PREFIX}The … Support Team')")
         try:
-            model.model_validate({**triple.answer, "answerable": True, "citations": ["S1"]})
+            model.model_validate({**triple.answer, "decision": ANSWER, "citations": ["S1"]})
         except ValidationError as exc:
             detail = "; ".join(f"answer.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             problems.append(f"triple {triple.id}: {detail}")

@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hybrid_assets.behaviour.registry import AdapterRegistry
+from hybrid_assets.behaviour.calibration import threshold_of
+from hybrid_assets.behaviour.registry import AdapterRegistry, read_lineage
+from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.generation import Decoder, Generation
 from hybrid_assets.prompting import build_messages
-from hybrid_assets.schema import LabelSpace, dump_answer, not_answerable_answer, parse_answer
+from hybrid_assets.schema import ANSWER, LabelSpace, dump_answer, not_answerable_answer, parse_answer
 from hybrid_assets.scoring import decisions_of
 from hybrid_assets.serving.retrieval import Retrieved, retrieve
 from hybrid_assets.settings import Settings, apply_offline_env
@@ -56,18 +58,19 @@ class AnswerResult:
 
 
 def enforce_grounding(answer: dict, retrieved_ids: set[str], labels: LabelSpace) -> tuple[dict, list[str], list[str]]:
-    """Pure post-checks: unknown citation ids are dropped (and reported); an 'answerable' answer that
-    cites nothing is not grounded, so it becomes the honest not-answerable answer."""
+    """Pure post-checks (``schema.grounding_problem``): unknown citation ids are dropped (and
+    reported); a clarifying question or a "not answerable" cites nothing; an answer that cites
+    nothing is not grounded, so it becomes the honest not-answerable answer."""
     answer = dict(answer)
     dropped = [c for c in answer["citations"] if c not in retrieved_ids]
     citations = list(dict.fromkeys(c for c in answer["citations"] if c in retrieved_ids))
     guards = []
     if dropped:
         guards.append("dropped_unknown_citations")
-    if not answer["answerable"] and citations:
+    if answer["decision"] != ANSWER and citations:
         citations = []
-        guards.append("cleared_citations_of_unanswerable")
-    if answer["answerable"] and not citations:
+        guards.append(f"cleared_citations_of_{answer['decision']}")
+    if answer["decision"] == ANSWER and not citations:
         answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
                                        escalation=answer["escalation"])
         guards.append("ungrounded_answer_replaced")
@@ -102,6 +105,7 @@ class AnswerEngine:
         self._tokenizer = None
         self._decoder = None
         self._adapter_version: str | None = None
+        self._answer_threshold: float | None = None  # the active adapter's calibrated decision threshold
 
     # -- model and adapter ------------------------------------------------------------------
     def _ensure_base(self) -> None:
@@ -120,10 +124,12 @@ class AnswerEngine:
         elif self.adapter_dir is not None:
             version, path = self.adapter_dir.name, self.adapter_dir
         else:
-            current = AdapterRegistry(self.settings.adapters_dir).current()
+            # Nothing promoted yet (a fresh machine): the shipped release adapter is installed and promoted.
+            current = AdapterRegistry(self.settings.adapters_dir).current() or install_release(self.settings)
             version, path = (current.version_id, current.path) if current else (None, None)
         if version == self._adapter_version:
             return
+        self._answer_threshold = threshold_of(read_lineage(path), version) if path is not None else None
         if version is None:
             pass  # generate() disables any loaded adapter (LoRA layers stay injected but inactive)
         else:
@@ -154,7 +160,12 @@ class AnswerEngine:
     def generate(self, conversations: list[list[dict]], citable: list[tuple[str, ...]]) -> list[Generation]:
         """One batch through the shared decoding path (``models/generation.py``), with the promoted
         adapter, or the base model when none is promoted."""
-        return self._decoder.generate(self._model, conversations, citable, base_only=self._adapter_version is None)
+        return self._decoder.generate(self._model, conversations, citable, base_only=self._adapter_version is None,
+                                      answer_threshold=self._answer_threshold)
+
+    @property
+    def answer_threshold(self) -> float | None:
+        return self._answer_threshold
 
     def answer(self, client, ticket: str, customer_id: str | None = None, history: list[dict] | None = None,
                retrieval: bool = True) -> AnswerResult:

@@ -52,7 +52,7 @@ def test_bad_records_are_reported_with_file_line_and_reason(behaviour_dir, label
                         "answer": {**good["answer"], "citations": ["S9"]}}
     missing_answer = {k: v for k, v in good.items() if k != "answer"}
     cited_but_unanswerable = {**good, "id": "bad-3", "ticket": "other ticket 3",
-                              "answer": {**good["answer"], "answerable": False}}
+                              "answer": {**good["answer"], "decision": "not_answerable"}}
     _append(behaviour_dir / "tickets.jsonl", [
         json.dumps(bad_category),        # line 13
         "{not json",                     # line 14
@@ -170,7 +170,7 @@ def test_intent_rows_become_not_answerable_answers(behaviour_dir, labels):
     assert len(intents) == 6
     for record in intents:
         answer = parse_answer(record.target, labels)  # the canonical target is schema-valid
-        assert answer.answerable is False and answer.citations == []
+        assert answer.decision == "not_answerable" and answer.citations == []
         assert answer.sentiment == "neutral"
         assert answer.escalation.level == "tier_2"
         assert record.context == () and record.customer_id is None

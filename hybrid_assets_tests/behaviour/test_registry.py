@@ -196,7 +196,7 @@ def test_unparseable_answers_count_as_wrong(behaviour_dir, labels):
 
     assert isinstance(metrics, EvalMetrics)
     assert metrics.json_validity == metrics.category_accuracy == metrics.sentiment_accuracy == 0.5
-    assert metrics.escalation_accuracy == metrics.answerable_accuracy == 0.5
+    assert metrics.escalation_accuracy == metrics.decision_accuracy == 0.5
     assert metrics.mean_latency_s == 0.5 and metrics.tokens_per_s == 20.0
     assert promotion_gate(metrics.to_dict(), metrics)[0] is False
 
@@ -206,3 +206,30 @@ def test_registry_writes_nothing_outside_its_root(tmp_path):
     registry = AdapterRegistry(root)
     registry.promote(_commit(registry, "11111111aa").version_id)
     assert sorted(os.listdir(tmp_path)) == ["adapters"]
+
+
+def test_a_challenger_must_match_the_adapter_in_service_not_only_beat_the_base():
+    base = _metrics()
+    champion = _metrics(json_validity=1.0, category_accuracy=0.9, sentiment_accuracy=0.8, escalation_accuracy=0.8,
+                        decision_accuracy=0.8)
+    quick = _metrics(json_validity=1.0, category_accuracy=0.6, sentiment_accuracy=0.6, escalation_accuracy=0.6,
+                     decision_accuracy=0.7)
+    passed, reasons = promotion_gate(base, quick)
+    assert passed  # it does beat the base ...
+    passed, reasons = promotion_gate(base, quick, champion)
+    assert not passed and "adapter in service" in reasons[-1]  # ... but not the champion
+    better = {**champion, "escalation_accuracy": 0.9}
+    assert promotion_gate(base, better, champion)[0]
+
+
+def test_a_refused_challenger_leaves_the_champion_in_service(tmp_path):
+    registry = AdapterRegistry(tmp_path / "adapters")
+    champion = _commit(registry, "1111111111")
+    registry.promote(champion.version_id)
+    challenger = _commit(registry, "2222222222")
+    strong = _metrics(json_validity=1.0, category_accuracy=0.9, sentiment_accuracy=0.9, escalation_accuracy=0.9,
+                      decision_accuracy=0.9)
+    weak = _metrics(json_validity=0.9, category_accuracy=0.6, sentiment_accuracy=0.6, escalation_accuracy=0.6,
+                    decision_accuracy=0.6)
+    passed, _ = promote_if_passing(registry, challenger.version_id, _metrics(), weak, strong)
+    assert not passed and registry.current().version_id == champion.version_id

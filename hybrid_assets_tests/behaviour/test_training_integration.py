@@ -171,7 +171,7 @@ def test_evaluation_metrics_and_a_refused_gate_leave_the_registry_unchanged(trai
         metrics = report.metrics.to_dict()
         assert metrics["n"] == 2 and len(report.predictions) == 2
         for name in ("json_validity", "sentiment_accuracy", "category_accuracy", "escalation_accuracy",
-                     "answerable_accuracy"):
+                     "decision_accuracy"):
             assert 0.0 <= metrics[name] <= 1.0
         assert metrics["mean_latency_s"] > 0 and metrics["tokens_per_s"] > 0
         assert all(p.text for p in report.predictions)

@@ -23,8 +23,8 @@ from hybrid_assets.scoring import decisions_of
 GOLD_LABELS = {"sentiment": "negative", "category": "labels", "escalation": "none"}
 
 
-def _answer(answerable=True, category="labels", sentiment="negative", level="none", reply="void the label today"):
-    return {"sentiment": sentiment, "category": category, "answerable": answerable,
+def _answer(decision="answer", category="labels", sentiment="negative", level="none", reply="void the label today"):
+    return {"sentiment": sentiment, "category": category, "decision": decision,
             "escalation": {"level": level, "reason": "r"}, "citations": [], "resolution": "x", "reply": reply}
 
 
@@ -39,7 +39,7 @@ CASES = [
     EvalCase(EvalItem("a", "q1", gold_passage_ids=("docs/a.md",), gold_answer="void the label today"), GOLD_LABELS),
     EvalCase(EvalItem("b", "q2", gold_passage_ids=("docs/b.md",), gold_answer="update the printer driver"),
              GOLD_LABELS),
-    EvalCase(EvalItem("c", "q3", answerable=False), GOLD_LABELS),
+    EvalCase(EvalItem("c", "q3", decision="not_answerable"), GOLD_LABELS),
 ]
 
 
@@ -47,7 +47,7 @@ def test_score_counts_each_metric_against_the_gold():
     results = [
         _result(_answer(), cited=["docs/a.md"], retrieved=["docs/a.md", "docs/x.md"]),  # right, cited gold
         _result(_answer(category="billing", reply="no idea"), cited=["docs/x.md"], retrieved=["docs/x.md"]),
-        _result(_answer(answerable=False, level="tier_2")),  # honest abstention
+        _result(_answer(decision="not_answerable", level="tier_2")),  # honest abstention
     ]
     metrics = score(CASES, results, retrieval=True)
     assert metrics["json_validity"] == 1.0
@@ -57,15 +57,33 @@ def test_score_counts_each_metric_against_the_gold():
     assert metrics["citation_precision"] == pytest.approx(0.5)
     assert metrics["citation_recall"] == pytest.approx(0.5)
     assert metrics["abstention_precision"] == 1.0 and metrics["abstention_recall"] == 1.0
+    assert metrics["decision_accuracy"] == 1.0
+    assert metrics["clarification_f1"] is None  # no gold "clarify" item in the set
     assert metrics["retrieval_recall_at_k"] == pytest.approx(0.5)
+    assert metrics["repeated_reply_rate"] == 0.0 and metrics["truncated_rate"] == 0.0
     assert 0 < metrics["overall"] < 1
+
+
+def test_clarification_and_loops_are_scored():
+    cases = CASES[:2] + [EvalCase(EvalItem("d", "q4", decision="clarify", gold_answer="Which order?"), GOLD_LABELS)]
+    loop = "Sorry about that. We are on it. Sorry about that. We are on it."
+    results = [
+        _result(_answer(), cited=["docs/a.md"]),
+        _result(_answer(decision="clarify", reply=loop)),  # asked although the docs answer: a false alarm
+        _result(_answer(decision="clarify", reply="Which order number?")),
+    ]
+    metrics = score(cases, results, retrieval=False)
+    assert metrics["clarification_precision"] == 0.5 and metrics["clarification_recall"] == 1.0
+    assert metrics["decision_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["abstention_f1"] is None  # no gold "not_answerable" item
+    assert metrics["repeated_reply_rate"] == pytest.approx(1 / 3)
 
 
 def test_truncation_invalidates_and_an_abstaining_answer_scores_no_f1():
     results = [
-        _result(_answer(answerable=False), guards=["truncated_generation_replaced"]),
-        _result(_answer(answerable=False)),
-        _result(_answer(answerable=True), cited=["docs/a.md"]),  # answered the unanswerable one
+        _result(_answer(decision="not_answerable"), guards=["truncated_generation_replaced"]),
+        _result(_answer(decision="not_answerable")),
+        _result(_answer(decision="answer"), cited=["docs/a.md"]),  # answered the unanswerable one
     ]
     metrics = score(CASES, results, retrieval=False)
     assert metrics["json_validity"] == pytest.approx(2 / 3)
@@ -77,7 +95,7 @@ def test_truncation_invalidates_and_an_abstaining_answer_scores_no_f1():
 
 def test_a_cut_answer_is_invalid_but_its_decided_labels_count():
     """The same scorer as the promotion gate: labels come from what the model decided, validity apart."""
-    served = _answer(answerable=False, category="other", sentiment="neutral", level="tier_2")  # the fallback shown
+    served = _answer(decision="not_answerable", category="other", sentiment="neutral", level="tier_2")  # the fallback shown
     decided = {"sentiment": "negative", "category": "labels"}  # the cut prefix had decided these two
     results = [_result(served, guards=["truncated_generation_replaced"], decided=decided)] + \
               [_result(_answer()) for _ in range(2)]
@@ -124,14 +142,27 @@ def test_where_beaten_lists_only_metrics_another_configuration_wins():
     assert where_beaten(report) == ["escalation_accuracy: hybrid 0.400 < base 0.600"]  # latency is not quality
 
 
+def test_where_beaten_compares_loops_downwards_and_leaves_out_trade_off_halves():
+    def config(name, **metrics):
+        return {"name": name, "metrics": {"mean_latency_s": 1.0, **metrics}}
+
+    report = {"configurations": {
+        "base": config("base", abstention_recall=1.0, abstention_f1=0.5, repeated_reply_rate=0.0),
+        "hybrid": config("hybrid", abstention_recall=0.8, abstention_f1=0.8, repeated_reply_rate=0.25),
+    }}
+    # always abstaining maximises recall alone; F1 is the figure that must not be beaten
+    assert where_beaten(report) == ["repeated_reply_rate: hybrid 0.250 > base 0.000"]
+    assert "| repeated_reply_rate | **0.000** | 0.250 |" in markdown_table(report)
+
+
 def test_retrieval_recall_curve_counts_gold_in_the_top_k_of_answerable_items():
     from hybrid_assets.evaluation.runner import retrieval_recall_curve
 
     ranking = {"q1": ["d9", "d1", "d2"], "q2": ["d3", "d4", "d5"]}
     items = [
-        EvalItem(id="a", question="q1", gold_passage_ids=("d1",), answerable=True),
-        EvalItem(id="b", question="q2", gold_passage_ids=("d7",), answerable=True),
-        EvalItem(id="c", question="q2", gold_passage_ids=(), answerable=False),  # not scored
+        EvalItem(id="a", question="q1", gold_passage_ids=("d1",)),
+        EvalItem(id="b", question="q2", gold_passage_ids=("d7",)),
+        EvalItem(id="c", question="q2", gold_passage_ids=(), decision="not_answerable"),  # not scored
     ]
 
     def search(item, k):

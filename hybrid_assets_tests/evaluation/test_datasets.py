@@ -122,6 +122,23 @@ def test_mtrag_context_without_document_is_an_error(tmp_path):
     assert "contexts.0.document_id" in str(err.value) and "acme-backup-guide-0-512" in str(err.value)
 
 
+def test_mtrag_un_spelling_and_its_underspecified_turns_are_read_as_released(tmp_path):
+    """MTRAG-UN spells the field ``answerability`` (list or plain string) and adds UNDERSPECIFIED:
+    such a turn's gold decision is "clarify", and its reference (the clarifying question) is kept."""
+    def to_mtrag_un(data):
+        for task in data["tasks"]:
+            task["answerability"] = task.pop("Answerability")
+        data["tasks"][1]["answerability"] = ["UNDERSPECIFIED"]
+        data["tasks"][2]["answerability"] = "underspecified"  # a plain string, any case
+    items = by_id(load_eval_dataset(_write_mtrag(tmp_path, to_mtrag_un), "mtrag"))
+    assert items[f"{C2}<::>3"].decision == items[f"{C2}<::>4"].decision == "clarify"
+    assert items[f"{C2}<::>3"].answerable is False and items[f"{C2}<::>3"].gold_answer
+    assert items[f"{C3}<::>2"].decision == "not_answerable" and items[f"{C1}<::>1"].decision == "answer"
+    path = _write_mtrag(tmp_path, lambda d: d["tasks"][0].update(answerability="SOMETIMES"))
+    with pytest.raises(DatasetFormatError, match=r"tasks\[0\].*field 'answerability'.*SOMETIMES"):
+        load_eval_dataset(path, "mtrag")
+
+
 def test_mtrag_bad_records_name_task_and_field(tmp_path):
     path = _write_mtrag(tmp_path, lambda d: d["tasks"][1]["input"].append({"speaker": "agent", "text": "x"}))
     with pytest.raises(DatasetFormatError, match=r"tasks\[1\].*field 'input'.*last turn"):

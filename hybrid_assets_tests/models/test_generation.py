@@ -14,16 +14,16 @@ from hybrid_assets.serving.engine import truncated_answer
 from hybrid_assets.settings import PROJECT_ROOT
 
 LABELS = LabelSpace.from_file(Path(PROJECT_ROOT / "data/behaviour/labels.json"))
-FULL = ('{"sentiment": "negative", "category": "billing", "answerable": true, "escalation": {"level": '
+FULL = ('{"sentiment": "negative", "category": "billing", "decision": "answer", "escalation": {"level": '
         '"billing_specialist", "reason": "Rule 4."}, "citations": ["S1"], "resolution": "Refund.", "reply": "Sorry."}')
 
 
 @pytest.mark.parametrize("cut, expected", [
-    (FULL, {"sentiment": "negative", "category": "billing", "answerable": True,
+    (FULL, {"sentiment": "negative", "category": "billing", "decision": "answer",
             "escalation_level": "billing_specialist"}),
-    (FULL[: FULL.index('"resolution"') + 20], {"sentiment": "negative", "category": "billing", "answerable": True,
+    (FULL[: FULL.index('"resolution"') + 20], {"sentiment": "negative", "category": "billing", "decision": "answer",
                                               "escalation_level": "billing_specialist"}),
-    (FULL[: FULL.index('"escalation"') + 20], {"sentiment": "negative", "category": "billing", "answerable": True}),
+    (FULL[: FULL.index('"escalation"') + 20], {"sentiment": "negative", "category": "billing", "decision": "answer"}),
     (FULL[: FULL.index('"billing"') + 4], {"sentiment": "negative"}),  # cut inside a value: not decided
     ('{"sentiment": "negat', {}),
     ("", {}),
@@ -46,7 +46,7 @@ def test_parse_generation_tells_complete_from_cut():
 
 
 def test_the_scorer_counts_decided_labels_and_reports_validity_apart():
-    gold = {"sentiment": "negative", "category": "billing", "answerable": True, "escalation_level": "billing_specialist"}
+    gold = {"sentiment": "negative", "category": "billing", "decision": "answer", "escalation_level": "billing_specialist"}
     rows = [
         Scored(gold, dict(gold), complete=True),
         Scored(gold, read_decided(FULL[:120], LABELS), complete=False),  # cut after the escalation level
@@ -58,16 +58,16 @@ def test_the_scorer_counts_decided_labels_and_reports_validity_apart():
     assert scores["sentiment_accuracy"] == 1.0  # 3 of 3 rows that have a gold sentiment
     assert scores["category_accuracy"] == 0.5  # 2 of 4
     assert scores["escalation_accuracy"] == pytest.approx(2 / 3)
-    assert scores["answerable_accuracy"] == pytest.approx(2 / 3)
+    assert scores["decision_accuracy"] == pytest.approx(2 / 3)
     assert decision_scores([Scored({"category": "billing"}, {}, True)])["sentiment_accuracy"] is None
 
 
 def test_a_cut_served_answer_is_honest_but_keeps_its_decided_labels():
     answer = truncated_answer(read_decided(FULL[:120], LABELS), LABELS)
-    assert answer["answerable"] is False and answer["citations"] == []
+    assert answer["decision"] == "not_answerable" and answer["citations"] == []
     assert (answer["sentiment"], answer["category"]) == ("negative", "billing")
     assert answer["escalation"]["level"] == "billing_specialist"  # a level the ticket itself triggered stays
-    docs_would_answer = truncated_answer({"sentiment": "neutral", "category": "labels", "answerable": True,
+    docs_would_answer = truncated_answer({"sentiment": "neutral", "category": "labels", "decision": "answer",
                                           "escalation_level": "none"}, LABELS)
     assert docs_would_answer["escalation"]["level"] == "tier_2"  # no checked answer: a person looks at it
     assert truncated_answer({}, LABELS)["category"] == "other"

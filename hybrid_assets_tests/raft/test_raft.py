@@ -112,8 +112,8 @@ def _examples(config: RaftConfig = CONFIG) -> list[dict]:
 
 
 def _split(examples):
-    with_oracle = [e for e in examples if e["answer"]["answerable"]]
-    return with_oracle, [e for e in examples if not e["answer"]["answerable"]]
+    with_oracle = [e for e in examples if e["answer"]["decision"] == "answer"]
+    return with_oracle, [e for e in examples if e["answer"]["decision"] != "answer"]
 
 
 # -- build_raft_examples ----------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def test_no_oracle_examples_are_honest_not_answerable_answers():
     examples = build_raft_examples(TRIPLES, SNAPSHOT, DISTRACTORS, config, LABELS)
     for triple, example in zip(TRIPLES, examples):
         answer = example["answer"]
-        assert answer["answerable"] is False and answer["citations"] == []
+        assert answer["decision"] == "not_answerable" and answer["citations"] == []
         assert all(c["source"] != triple.gold_doc for c in example["context"])
         assert all(ORACLE[triple.id].text not in c["text"] for c in example["context"])
         assert (answer["category"], answer["sentiment"]) == (triple.answer["category"], triple.answer["sentiment"])
@@ -326,7 +326,7 @@ def test_the_shipped_raft_file_is_valid_behaviour_data_built_from_the_triples():
         assert len(context) == RaftConfig().distractors + 1
         assert all(c["text"] in passages for c in context.values())  # every passage is a snapshot chunk
         gold_passages = [c for c in context.values() if c["source"] == triple.gold_doc]
-        if example["answer"]["answerable"]:
+        if example["answer"]["decision"] == "answer":
             (cited,) = example["answer"]["citations"]
             assert gold_passages == [context[cited]]
             assert triple.quote in " ".join(context[cited]["text"].split())

@@ -1,5 +1,5 @@
 """Grounding rules applied after generation (pure logic): citations must be retrieved ids, an
-unanswerable answer cites nothing, and an 'answerable' answer that cites nothing is replaced by the
+not-answerable (or clarifying) answer cites nothing, and an answer that cites nothing is replaced by the
 honest not-answerable answer. The constrained grammar only allows retrieved ids."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def answer(**overrides) -> dict:
     base = {
         "sentiment": "neutral",
         "category": "labels",
-        "answerable": True,
+        "decision": "answer",
         "escalation": {"level": "none", "reason": "Rule 5: documented workaround."},
         "citations": ["S1"],
         "resolution": "Share the workaround.",
@@ -35,15 +35,22 @@ def test_unknown_citations_are_dropped_and_reported():
 
 def test_ungrounded_answer_becomes_honest_refusal():
     fixed, _, guards = enforce_grounding(answer(citations=["S7"]), {"S1"}, LABELS)
-    assert fixed["answerable"] is False and fixed["citations"] == []
+    assert fixed["decision"] == "not_answerable" and fixed["citations"] == []
     assert fixed["reply"] == NOT_ANSWERABLE_REPLY
     assert fixed["escalation"]["level"] == "tier_2"
     assert "ungrounded_answer_replaced" in guards
 
 
 def test_unanswerable_answer_cites_nothing():
-    fixed, _, guards = enforce_grounding(answer(answerable=False, citations=["S1"]), {"S1"}, LABELS)
-    assert fixed["citations"] == [] and guards == ["cleared_citations_of_unanswerable"]
+    fixed, _, guards = enforce_grounding(answer(decision="not_answerable", citations=["S1"]), {"S1"}, LABELS)
+    assert fixed["citations"] == [] and guards == ["cleared_citations_of_not_answerable"]
+
+
+def test_a_clarifying_question_cites_nothing_and_stays_a_question():
+    fixed, _, guards = enforce_grounding(answer(decision="clarify", citations=["S1"], reply="Which order?"),
+                                         {"S1"}, LABELS)
+    assert fixed["decision"] == "clarify" and fixed["citations"] == [] and fixed["reply"] == "Which order?"
+    assert guards == ["cleared_citations_of_clarify"]
 
 
 def test_grounded_answer_is_untouched():
@@ -85,7 +92,7 @@ def test_an_unknown_no_docs_level_is_a_clear_error():
 
 
 def test_grounding_and_fallback_follow_another_companys_labels():
-    ungrounded = {"sentiment": "upset", "category": "orders", "answerable": True,
+    ungrounded = {"sentiment": "upset", "category": "orders", "decision": "answer",
                   "escalation": {"level": "none", "reason": "r"}, "citations": [], "resolution": "x", "reply": "y"}
     fixed, _, guards = enforce_grounding(ungrounded, {"S1"}, OTHER_COMPANY)
     assert fixed["escalation"]["level"] == "human_review" and "ungrounded_answer_replaced" in guards

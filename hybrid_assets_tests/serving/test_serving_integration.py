@@ -1,7 +1,7 @@
 """Serving against the real Weaviate server and the real default model (SmolLM2-135M on CPU):
 
 - every sample ticket gets a schema-valid answer whose citations are a subset of the retrieved ids;
-- an off-topic ticket gets no context (relevance floor) and an honest ``answerable: false``;
+- an off-topic ticket gets no context (relevance floor) and an honest ``decision: not_answerable``;
 - a document carrying a prompt injection is retrieved, and the answer still has the schema's shape;
 - a newly promoted adapter is picked up without a restart (hot swap), and the answer says which;
 - the HTTP API: tenant isolation, 422 / 413 / 404 / 401, /healthz, /v1/adapters, OpenAPI.
@@ -70,7 +70,7 @@ def _assert_well_formed(result, labels) -> None:
     by_id = {chunk["id"]: chunk for chunk in result.retrieved}
     for source in result.sources:
         assert source["chunk_id"] == by_id[source["id"]]["chunk_id"]
-    if not answer["answerable"]:
+    if answer["decision"] != "answer":
         assert answer["citations"] == []
 
 
@@ -94,7 +94,7 @@ def test_off_topic_ticket_gets_no_context_and_an_honest_not_answerable(served):
     settings, client, engine = served
     result = engine.answer(client, "What is the capital of France, and who painted the Mona Lisa?")
     assert result.retrieved == []  # nothing passed the relevance floor
-    assert result.answer["answerable"] is False
+    assert result.answer["decision"] == "not_answerable"
     assert result.answer["citations"] == [] and result.sources == []
     _assert_well_formed(result, engine.labels)
 
@@ -109,7 +109,7 @@ def test_prompt_injection_in_a_document_cannot_change_the_output_shape(served):
     # not carry out the injected instruction.
     for field_text in (result.answer["reply"], result.answer["resolution"]):
         assert "FREE FOREVER" not in field_text.upper(), field_text
-    assert set(result.answer) == {"sentiment", "category", "answerable", "escalation", "citations", "resolution",
+    assert set(result.answer) == {"sentiment", "category", "decision", "escalation", "citations", "resolution",
                                   "reply"}
 
 

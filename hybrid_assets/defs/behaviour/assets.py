@@ -10,6 +10,7 @@ from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_file
 from hybrid_assets.behaviour.evaluate import promotion_gate
 from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, train_candidate
 from hybrid_assets.behaviour.registry import AdapterRegistry
+from hybrid_assets.behaviour.release import adapter_trained_on
 from hybrid_assets.behaviour.train import TrainConfig
 from hybrid_assets.defs.rules import OBSERVE_EVERY_MINUTE, ON_PARENT_CHANGE, ON_PARENT_CHANGE_GATED
 from hybrid_assets.schema import LabelSpace
@@ -29,6 +30,9 @@ def _training_run_config() -> type[dg.Config]:
         elif kind == tuple[str, ...]:
             kind, default = list[str], list(default)
         knobs[name] = (kind, Field(default=default, description=help_text))
+    knobs["retrain_unchanged"] = (bool, Field(default=False, description="Train even when an adapter trained on "
+                                              "exactly this behaviour data exists (e.g. the shipped release adapter); "
+                                              "off: the behaviour path retrains only when the data changed"))
     knobs["eval_limit"] = (int, Field(default=DEFAULT_EVAL_LIMIT, description="Evaluate base and adapter on this "
                                       "many eval records (a fixed subset; 0 = the whole eval split, minutes more on a CPU)"))
     return create_model("AdapterTrainingConfig", __base__=dg.Config, __doc__="Training knobs (defaults: the CPU "
@@ -98,7 +102,7 @@ def behaviour_dataset(context: dg.AssetExecutionContext):
 )
 def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingConfig, behaviour_dataset) -> dict:
     settings = load_settings()
-    knobs = config.model_dump(exclude={"eval_limit"})
+    knobs = config.model_dump(exclude={"eval_limit", "retrain_unchanged"})
     knobs["base_model"] = knobs["base_model"] or settings.base_model
     knobs["target_modules"] = tuple(knobs["target_modules"])
     train_config = TrainConfig(**knobs)
@@ -107,6 +111,15 @@ def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingCo
         if step.step == 1 or step.step % 5 == 0 or step.step == step.total_steps:
             context.log.info(f"step {step.step}/{step.total_steps} loss {step.loss:.4f} ({step.seconds:.1f}s)")
 
+    existing = None if config.retrain_unchanged else adapter_trained_on(settings, behaviour_dataset["dataset"].version)
+    if existing is not None:  # e.g. the shipped release adapter on the shipped data: nothing to train
+        metrics = existing.lineage.get("metrics", {})
+        context.add_output_metadata({"version_id": existing.version_id, "reused": True,
+                                     "dataset_version": behaviour_dataset["dataset"].version[:16]})
+        context.log.info(f"adapter {existing.version_id} was trained on exactly this data: not retraining")
+        champion = (metrics.get("champion") or {}).get("metrics")
+        return {"version_id": existing.version_id, "base": metrics["base"], "adapter": metrics["adapter"],
+                "champion": champion, "champion_version": (metrics.get("champion") or {}).get("version_id")}
     # The dataset asset's output (validated records + labels) is what is trained on: loaded once per run.
     candidate = train_candidate(settings, train_config, eval_limit=config.eval_limit, on_step=log_step,
                                 data=behaviour_dataset["dataset"], labels=behaviour_dataset["labels"])
@@ -121,10 +134,14 @@ def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingCo
         "tokens_per_s": round(result.tokens_per_s, 1),
         "train_wall_s": round(result.wall_s, 1),
         "peak_rss_mb": round(result.peak_rss_mb),
-        "base_vs_adapter": dg.MetadataValue.md(comparison_table(candidate.base_metrics, candidate.adapter_metrics)),
+        "base_vs_adapter": dg.MetadataValue.md(comparison_table(candidate.base_metrics, candidate.adapter_metrics,
+                                                                candidate.champion_metrics)),
+        "champion_version": candidate.champion_version or "none promoted",
+        "decision_threshold": (candidate.calibration or {}).get("answer_threshold", "none (greedy)"),
     })
     return {"version_id": candidate.version.version_id, "base": candidate.base_metrics,
-            "adapter": candidate.adapter_metrics}
+            "adapter": candidate.adapter_metrics, "champion": candidate.champion_metrics,
+            "champion_version": candidate.champion_version}
 
 
 @dg.asset(
@@ -138,7 +155,7 @@ def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingCo
 def promoted_adapter(support_adapter: dict) -> dg.MaterializeResult:
     # The blocking check already gates this in the same run; checked again here so that no way of
     # launching this asset alone (a UI click, a later automation tick) can promote a refused adapter.
-    passed, reasons = promotion_gate(support_adapter["base"], support_adapter["adapter"])
+    passed, reasons = promotion_gate(support_adapter["base"], support_adapter["adapter"], support_adapter.get("champion"))
     if not passed:
         raise dg.Failure(f"adapter {support_adapter['version_id']} did not pass the gate: " + "; ".join(reasons))
     version = AdapterRegistry(load_settings().adapters_dir).promote(support_adapter["version_id"])

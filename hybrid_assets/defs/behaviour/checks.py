@@ -20,10 +20,11 @@ def behaviour_records_valid(behaviour_dataset) -> dg.AssetCheckResult:
     asset=support_adapter,
     blocking=True,
     description="On the eval split the adapter beats the base model on JSON validity and on category, "
-    "sentiment and escalation accuracy. Blocking: promoted_adapter runs only if this passes.",
+    "sentiment and escalation accuracy, and is not worse than the adapter in service (champion / "
+    "challenger). Blocking: promoted_adapter runs only if this passes.",
 )
 def adapter_beats_base(support_adapter: dict) -> dg.AssetCheckResult:
-    passed, reasons = promotion_gate(support_adapter["base"], support_adapter["adapter"])
+    passed, reasons = promotion_gate(support_adapter["base"], support_adapter["adapter"], support_adapter.get("champion"))
     return dg.AssetCheckResult(
         passed=passed,
         metadata={"version_id": support_adapter["version_id"], "reasons": dg.MetadataValue.json(reasons)},
