@@ -14,8 +14,6 @@ and a page without the token shows nothing but the token prompt. The script buil
 carries a Content-Security-Policy that allows scripts, styles and connections to this origin only.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Literal
 
@@ -141,6 +139,7 @@ def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request
 
     @app.post(f"{CONSOLE_API}/answer", tags=["console"])
     def console_answer(body: answer_request, request: Request) -> dict:  # type: ignore[valid-type]
+        # (no ``from __future__ import annotations`` in this module: FastAPI reads this annotation at run time)
         """Answer a ticket like ``/v1/answer``, returning what the model saw (each passage's text) and an
         ``answer_id`` that a review refers to."""
         engine, client = request.app.state.engine, request.app.state.client
