@@ -17,7 +17,7 @@ carries a Content-Security-Policy that allows scripts, styles and connections to
 from pathlib import Path
 from typing import Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, FileSystemLoader
 from pydantic import BaseModel, Field
@@ -67,6 +67,14 @@ class ReviewRequest(BaseModel):
     reviewer: str = Field(max_length=200)
     answer: dict | None = Field(default=None, description="The corrected answer (action 'correct')")
     note: str = Field(default="", max_length=2000)
+
+
+def same_origin(request: Request) -> None:
+    """Writes come from the console's own pages: a browser sends ``Origin`` with a cross-site POST, and
+    one naming another site is refused (tools without a browser send none and are not affected)."""
+    origin = request.headers.get("origin")
+    if origin and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+        raise HTTPException(status_code=403, detail=f"cross-origin request from {origin!r} refused")
 
 
 def _environment() -> Environment:
@@ -137,7 +145,7 @@ def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request
             "customers": people, "customers_error": error, "actions": ACTIONS,
         }
 
-    @app.post(f"{CONSOLE_API}/answer", tags=["console"])
+    @app.post(f"{CONSOLE_API}/answer", tags=["console"], dependencies=[Depends(same_origin)])
     def console_answer(body: answer_request, request: Request) -> dict:  # type: ignore[valid-type]
         # (no ``from __future__ import annotations`` in this module: FastAPI reads this annotation at run time)
         """Answer a ticket like ``/v1/answer``, returning what the model saw (each passage's text) and an
@@ -179,7 +187,7 @@ def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request
             "dropped_citations": result.dropped_citations,
         }
 
-    @app.post(f"{CONSOLE_API}/reviews", tags=["console"], status_code=201)
+    @app.post(f"{CONSOLE_API}/reviews", tags=["console"], status_code=201, dependencies=[Depends(same_origin)])
     def review(body: ReviewRequest):
         """Approve, correct or mark "should not have answered": one validated behaviour record appended to
         ``data/behaviour/reviewed_feedback.jsonl``. A refused review writes nothing (422 + field, reason)."""
