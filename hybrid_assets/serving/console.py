@@ -205,7 +205,7 @@ def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request
         finally:
             answers.release(pending, record_id)
         return {"record_id": appended.record_id, "line": appended.line, "file": f"data/behaviour/{feedback.path.name}",
-                "action": body.action, "answer": record["answer"], "changed_fields": record["review"]["changed_fields"],
+                "action": body.action, "answer": record["answer"], "decision": decision_of(record["answer"]), "changed_fields": record["review"]["changed_fields"],
                 "earlier_review_lines": appended.earlier_review_lines}
 
     @app.get(f"{CONSOLE_API}/loop", tags=["console"])

@@ -179,6 +179,7 @@ function renderAnswer(result) {
 
   $("result").hidden = false;
   $("passage").hidden = true;
+  $("result-title").textContent = "Answer";
   resetReview();
 }
 
@@ -188,6 +189,16 @@ function passageItem(passage) {
     el("button", { type: "button", class: "cite", dataset: { cite: passage.id }, onclick: () => openPassage(passage) },
       el("strong", { text: passage.id }), " ", where, passage.section ? ` › ${passage.section}` : "",
       passage.cited ? "" : el("small", { class: "muted", text: " (not cited)" })));
+}
+
+// After a correction: the answer as saved, with its citations resolved to the passages the model saw.
+function showReviewed(answer, decision) {
+  const cited = new Set(answer[META.citations_field] || []);
+  const passages = CURRENT.passages.map((p) => Object.assign({}, p, { cited: cited.has(p.id) }));
+  const keep = { answer_id: CURRENT.answer_id, reviewed: true };
+  renderAnswer(Object.assign({}, CURRENT, keep, { answer, decision, passages, sources: passages.filter((p) => p.cited) }));
+  $("result-title").textContent = "Answer (as reviewed)";
+  for (const id of ["approve", "correct", "should-not", "save-correction"]) $(id).disabled = true;
 }
 
 function openPassage(passage) {
@@ -332,6 +343,7 @@ async function sendReview(action, answer) {
     $("correction").hidden = true;
     const changed = saved.changed_fields.length ? ` · changed: ${saved.changed_fields.join(", ")}` : "";
     const earlier = saved.earlier_review_lines.length ? ` · this ticket was reviewed before (line ${saved.earlier_review_lines.join(", ")})` : "";
+    if (saved.action !== "approve") showReviewed(saved.answer, saved.decision);
     $("review-done").textContent = `Saved ${saved.action} as ${saved.record_id} (line ${saved.line} of ${saved.file})${changed}${earlier}`;
     await loadBanner();
   } catch (error) {
