@@ -361,7 +361,7 @@ def evaluate(dataset_path, fmt, limit, adapter_dir, out) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 def serve(host: str, port: int) -> None:
-    """Run the HTTP API (OpenAPI docs at /docs)."""
+    """Run the HTTP API and the agent console (console at /, OpenAPI docs at /docs)."""
     import uvicorn
 
     uvicorn.run(create_app(load_settings()), host=host, port=port, workers=1)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from hybrid_assets.knowledge.accounts import Account, account_chunks, load_accounts
 from hybrid_assets.knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_elements
-from hybrid_assets.knowledge.documents import DocumentRef, scan_documents
+from hybrid_assets.knowledge.documents import DocumentRef, file_set_version, scan_documents
+from hybrid_assets.knowledge.manifest import record_accounts, record_documents
 from hybrid_assets.knowledge.indexing import SyncReport, sync_collection
 from hybrid_assets.knowledge.parsing import (
     PARSER_VERSION,
@@ -44,6 +45,8 @@ class ChunkingResult:
     parsed: list[str] = field(default_factory=list)  # parsed this run (the rest came from the cache)
     # Failed for safety (symlinks, special files): unlike other failures their old chunks are removed.
     refused: set[str] = field(default_factory=set)
+    version: str = ""  # content hash of the document set that was chunked (``file_set_version``)
+    documents: int = 0  # entries in the folder (failed ones included)
 
     @property
     def chunk_count(self) -> int:
@@ -86,7 +89,7 @@ def build_document_chunks(
         settings = load_settings()
         max_document_bytes = settings.max_document_bytes if max_document_bytes is None else max_document_bytes
         parse_timeout_s = settings.parse_timeout_s if parse_timeout_s is None else parse_timeout_s
-    result = ChunkingResult()
+    result = ChunkingResult(version=file_set_version(refs), documents=len(refs))
 
     def fail(ref: DocumentRef, exc: ParseError) -> None:
         result.failures[ref.doc_id] = str(exc)
@@ -157,6 +160,22 @@ def index_accounts(client, settings: Settings, accounts: list[Account]) -> dict[
     return reports
 
 
+def record_document_ingest(client, settings: Settings, chunking: ChunkingResult, report: SyncReport) -> dict:
+    """Write the documents half of the ingest manifest (``knowledge/manifest.py``) after a sync."""
+    name = knowledge_collection_name(settings.embedding_model)
+    return record_documents(
+        settings, version=chunking.version, documents=chunking.documents, chunks=chunking.chunk_count,
+        parsed=chunking.parsed, failures=chunking.failures, collection=name,
+        objects=count_objects(client, name) if client.collections.exists(name) else 0,
+        written=len(report.inserted), deleted=len(report.deleted))
+
+
+def record_account_ingest(settings: Settings, reports: dict[str, SyncReport]) -> dict:
+    """Write the accounts half of the ingest manifest after the tenants were synced."""
+    return record_accounts(settings, version=file_set_version(scan_documents(settings.accounts_dir)),
+                           collection=accounts_collection_name(settings.embedding_model), tenants=list(reports))
+
+
 @dataclass
 class IngestReport:
     chunking: ChunkingResult
@@ -173,7 +192,9 @@ def ingest_knowledge(client, settings: Settings, show_progress: bool = False) ->
         max_document_bytes=settings.max_document_bytes, parse_timeout_s=settings.parse_timeout_s,
     )
     documents = index_documents(client, settings, chunking, show_progress)
+    record_document_ingest(client, settings, chunking, documents)
     accounts = index_accounts(client, settings, load_accounts(settings.accounts_dir))
+    record_account_ingest(settings, accounts)
     return IngestReport(chunking, documents, accounts)
 
 

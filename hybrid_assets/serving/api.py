@@ -1,7 +1,8 @@
 """HTTP API (FastAPI). Request/response models come from the one answer schema.
 
 POST /v1/answer, GET /v1/adapters, GET /healthz, GET /docs (Swagger UI) and /redoc; the OpenAI shape
-(POST /v1/chat/completions, GET /v1/models, GET /v1/answer-schema) in serving/openai_compat.py.
+(POST /v1/chat/completions, GET /v1/models, GET /v1/answer-schema) in serving/openai_compat.py; the agent
+console (pages at /, /knowledge, /loop; its API under /v1/console) in serving/console.py.
 
 Order of checks for a request, each answered before the next one runs:
 
@@ -34,7 +35,7 @@ from pydantic import BaseModel, Field, field_validator
 from hybrid_assets.behaviour.registry import AdapterRegistry
 from hybrid_assets.knowledge.pipeline import UnknownCustomer
 from hybrid_assets.schema import answer_json_schema, response_model
-from hybrid_assets.serving import openai_compat
+from hybrid_assets.serving import console, openai_compat
 from hybrid_assets.serving.engine import AnswerEngine, load_labels
 from hybrid_assets.settings import Settings, env_value, load_settings
 from hybrid_assets.store.client import connect
@@ -281,10 +282,10 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             "versions": [v.to_dict() for v in registry.list_versions()],
         }
 
-    def run_engine(request: Request, ticket: str, customer_id: str | None, history: list[dict]):
-        """One answer from the engine, with the API's error mapping (404 unknown customer, 503 Weaviate down)."""
+    def engine_call(fn):
+        """``fn()`` with the API's error mapping (404 unknown customer, 503 + Retry-After Weaviate down)."""
         try:
-            return request.app.state.engine.answer(request.app.state.client, ticket, customer_id, history)
+            return fn()
         except UnknownCustomer as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
         except Exception as exc:
@@ -295,6 +296,11 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
                     headers={"Retry-After": str(RETRY_AFTER_S)},
                 ) from None
             raise
+
+    def run_engine(request: Request, ticket: str, customer_id: str | None, history: list[dict]):
+        """One answer from the engine, with the API's error mapping."""
+        return engine_call(lambda: request.app.state.engine.answer(request.app.state.client, ticket, customer_id,
+                                                                   history))
 
     @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(bearer)])
     def answer(body: AnswerRequest, request: Request):
@@ -329,5 +335,8 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
                 else (None, None)
             return openai_compat.stream_body(result, model, decoder.tokenizer if decoder else None)
         return openai_compat.completion_body(result, model)
+
+    # -- the agent console (serving/console.py): pages at /, /knowledge, /loop; its API under /v1/console ---
+    console.install(app, settings, labels, AnswerRequest, engine_call)
 
     return app

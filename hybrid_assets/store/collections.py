@@ -119,3 +119,31 @@ def _cosine(a: list[float], b: list[float] | None) -> float | None:
     dot = sum(x * y for x, y in zip(a, b))
     norm = (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
     return dot / norm if norm else 0.0
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    chunk_id: str
+    doc_id: str
+    title: str
+    section: str
+    text: str
+    position: int
+
+
+def document_chunks_of(collection, doc_id: str, tenant: str | None = None, limit: int = 1000) -> list[StoredChunk]:
+    """Every stored chunk of one document (or of one customer's account, in its tenant), in reading order."""
+    from weaviate.classes.query import Filter
+
+    target = collection.with_tenant(tenant) if tenant else collection
+    result = target.query.fetch_objects(filters=Filter.by_property("doc_id").equal(doc_id), limit=limit)
+    chunks = [StoredChunk(str(obj.uuid), obj.properties["doc_id"], obj.properties.get("title") or "",
+                          obj.properties.get("section") or "", obj.properties.get("text") or "",
+                          int(obj.properties.get("position") or 0)) for obj in result.objects]
+    return sorted(chunks, key=lambda chunk: (chunk.position, chunk.chunk_id))
+
+
+def tenant_object_counts(collection) -> dict[str, int]:
+    """Objects per tenant of a multi-tenant collection."""
+    return {name: collection.with_tenant(name).aggregate.over_all(total_count=True).total_count
+            for name in sorted(collection.tenants.get())}

@@ -7,7 +7,14 @@ from hybrid_assets.defs.resources import WeaviateResource
 from hybrid_assets.defs.rules import OBSERVE_EVERY_MINUTE, ON_PARENT_CHANGE_OR_DAILY
 from hybrid_assets.knowledge.accounts import load_accounts
 from hybrid_assets.knowledge.documents import file_set_version, scan_documents
-from hybrid_assets.knowledge.pipeline import build_document_chunks, count_objects, index_accounts, index_documents
+from hybrid_assets.knowledge.pipeline import (
+    build_document_chunks,
+    count_objects,
+    index_accounts,
+    index_documents,
+    record_account_ingest,
+    record_document_ingest,
+)
 from hybrid_assets.settings import load_settings
 from hybrid_assets.store.collections import accounts_collection_name, knowledge_collection_name
 
@@ -79,6 +86,7 @@ def knowledge_index(context: dg.AssetExecutionContext, weaviate: WeaviateResourc
         report = index_documents(client, settings, document_chunks)
         name = knowledge_collection_name(settings.embedding_model)
         total = count_objects(client, name)
+        record_document_ingest(client, settings, document_chunks, report)  # what the console shows
     context.log.info(
         f"{len(report.inserted)} chunks written, {len(report.deleted)} deleted, "
         f"{report.unchanged_docs} documents unchanged"
@@ -111,6 +119,7 @@ def customer_accounts_index(weaviate: WeaviateResource) -> dg.MaterializeResult:
     accounts = load_accounts(settings.accounts_dir)
     with weaviate.client() as client:
         reports = index_accounts(client, settings, accounts)
+    record_account_ingest(settings, reports)
     return dg.MaterializeResult(
         metadata={
             "collection": accounts_collection_name(settings.embedding_model),
