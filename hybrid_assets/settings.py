@@ -141,6 +141,14 @@ class Settings:
     # parse_timeout_s <= 0: no time limit (documents are then parsed in this process).
     max_document_bytes: int = int(DEFAULT_MAX_DOCUMENT_MB * 1024 * 1024)
     parse_timeout_s: float = DEFAULT_PARSE_TIMEOUT_S
+    # Replicas of each shard of the knowledge and accounts collections (1 for the embedded server;
+    # 3 on the three-node cluster of `hybrid-assets weaviate cluster`). Set when a collection is created.
+    weaviate_replication_factor: int = 1
+    # Consistency levels on a replicated collection (ONE | QUORUM | ALL). Searches read from ONE replica
+    # (they keep answering while any replica is up); writes, and the reads that plan a sync, use QUORUM,
+    # so a sync always sees its own last write (QUORUM + QUORUM overlap in at least one replica).
+    weaviate_read_consistency: str = "ONE"
+    weaviate_write_consistency: str = "QUORUM"
 
     @property
     def docs_dir(self) -> Path:
@@ -190,4 +198,24 @@ def load_settings() -> Settings:
         answer_no_repeat_ngram=_number("HYBRID_NO_REPEAT_NGRAM", "0", int, values),
         max_document_bytes=_positive_mb("HYBRID_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB, values),
         parse_timeout_s=_number("HYBRID_PARSE_TIMEOUT_S", str(DEFAULT_PARSE_TIMEOUT_S), float, values),
+        weaviate_replication_factor=_replication_factor(values),
+        weaviate_read_consistency=_consistency("HYBRID_WEAVIATE_READ_CONSISTENCY", "ONE", values),
+        weaviate_write_consistency=_consistency("HYBRID_WEAVIATE_WRITE_CONSISTENCY", "QUORUM", values),
     )
+
+
+CONSISTENCY_LEVELS = ("ONE", "QUORUM", "ALL")
+
+
+def _consistency(var: str, default: str, values: dict[str, str]) -> str:
+    level = (values.get(var) or default).strip().upper()
+    if level not in CONSISTENCY_LEVELS:
+        raise SettingsError(f"{var}={level!r} must be one of {', '.join(CONSISTENCY_LEVELS)}")
+    return level
+
+
+def _replication_factor(values: dict[str, str]) -> int:
+    factor = _number("HYBRID_WEAVIATE_REPLICATION_FACTOR", "1", int, values)
+    if factor < 1:
+        raise SettingsError(f"HYBRID_WEAVIATE_REPLICATION_FACTOR must be >= 1, got {factor}")
+    return factor
