@@ -144,6 +144,9 @@ class Settings:
     # Replicas of each shard of the knowledge and accounts collections (1 for the embedded server;
     # 3 on the three-node cluster of `hybrid-assets weaviate cluster`). Set when a collection is created.
     weaviate_replication_factor: int = 1
+    # Shards of the shared knowledge collection: 1 (replicated on every node of a small cluster) keeps
+    # hybrid rankings identical to a single server; raise it when one node cannot hold the collection.
+    weaviate_shards: int = 1
     # Consistency levels on a replicated collection (ONE | QUORUM | ALL). Searches read from ONE replica
     # (they keep answering while any replica is up); writes, and the reads that plan a sync, use QUORUM,
     # so a sync always sees its own last write (QUORUM + QUORUM overlap in at least one replica).
@@ -198,7 +201,8 @@ def load_settings() -> Settings:
         answer_no_repeat_ngram=_number("HYBRID_NO_REPEAT_NGRAM", "0", int, values),
         max_document_bytes=_positive_mb("HYBRID_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB, values),
         parse_timeout_s=_number("HYBRID_PARSE_TIMEOUT_S", str(DEFAULT_PARSE_TIMEOUT_S), float, values),
-        weaviate_replication_factor=_replication_factor(values),
+        weaviate_replication_factor=_at_least_one("HYBRID_WEAVIATE_REPLICATION_FACTOR", values),
+        weaviate_shards=_at_least_one("HYBRID_WEAVIATE_SHARDS", values),
         weaviate_read_consistency=_consistency("HYBRID_WEAVIATE_READ_CONSISTENCY", "ONE", values),
         weaviate_write_consistency=_consistency("HYBRID_WEAVIATE_WRITE_CONSISTENCY", "QUORUM", values),
     )
@@ -214,8 +218,8 @@ def _consistency(var: str, default: str, values: dict[str, str]) -> str:
     return level
 
 
-def _replication_factor(values: dict[str, str]) -> int:
-    factor = _number("HYBRID_WEAVIATE_REPLICATION_FACTOR", "1", int, values)
-    if factor < 1:
-        raise SettingsError(f"HYBRID_WEAVIATE_REPLICATION_FACTOR must be >= 1, got {factor}")
-    return factor
+def _at_least_one(var: str, values: dict[str, str]) -> int:
+    number = _number(var, "1", int, values)
+    if number < 1:
+        raise SettingsError(f"{var} must be >= 1, got {number}")
+    return number

@@ -129,7 +129,8 @@ def index_documents(client, settings: Settings, chunking: ChunkingResult, show_p
     """Sync document chunks into the shared knowledge collection. Failed documents keep their chunks,
     except refused ones (symlinks, special files): what was indexed for those is removed."""
     collection = _for_writes(settings, ensure_collection(
-        client, knowledge_collection_name(settings.embedding_model), replication_factor=settings.weaviate_replication_factor))
+        client, knowledge_collection_name(settings.embedding_model), replication_factor=settings.weaviate_replication_factor,
+        shards=settings.weaviate_shards))
     return sync_collection(
         collection,
         chunking.chunks_by_doc,

@@ -16,6 +16,8 @@ G+i; its gossip port is B+100+10*i, cluster data +1, raft +2, raft internal RPC 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -43,10 +45,13 @@ class LocalCluster:
     def nodes(self) -> list[EmbeddedServer]:
         names = [f"node{i + 1}" for i in range(self.size)]
         raft_join = ",".join(f"{name}:{self.gossip_port(i) + 2}" for i, name in enumerate(names))
+        # Every node's gossip address, its own included: a join succeeds when one member answers, so a
+        # node can start first (it answers itself) and a restarted node finds whichever others are up.
+        gossip_join = ",".join(f"{LOOPBACK}:{self.gossip_port(i)}" for i in range(self.size))
         return [
             EmbeddedServer(
                 self.binary, self.data_dir / name, self.http_base + i, self.grpc_base + i,
-                ClusterPlacement(name, self.gossip_port(i), f"{LOOPBACK}:{self.gossip_port(0)}", raft_join, self.size),
+                ClusterPlacement(name, self.gossip_port(i), gossip_join, raft_join, self.size),
             )
             for i, name in enumerate(names)
         ]
@@ -67,7 +72,13 @@ class LocalCluster:
         """Start every node that is not running (all together: raft needs the expected voters), then
         wait until each is ready and the cluster sees all of them."""
         nodes = self.nodes
-        launched = [(n, n.launch()) for n in nodes if not n.is_ready()]
+        launched = []
+        for node in nodes:
+            if node.is_ready():
+                continue
+            # one after the other, each once its gossip port is open, so the next one's join finds it
+            launched.append((node, node.launch()))
+            _wait_for_gossip(node, launched[-1][1], timeout)
         for node, process in launched:
             node.wait_until_ready(process, timeout)
         self.wait_for_members(len(nodes), timeout)
@@ -77,7 +88,9 @@ class LocalCluster:
         """(Re)start one node, e.g. after a fault; it rejoins with its data folder and name."""
         node = self.node(name)
         if not node.is_ready():
-            node.wait_until_ready(node.launch(), timeout)
+            process = node.launch()
+            _wait_for_gossip(node, process, timeout)
+            node.wait_until_ready(process, timeout)
         self.wait_for_members(self.size, timeout)
 
     def stop(self) -> list[str]:
@@ -119,3 +132,17 @@ class LocalCluster:
                        "pid": n.pid(), "gossip_port": n.cluster.gossip_port} for n in self.nodes],
             "members": self.members(),
         }
+
+
+def _wait_for_gossip(node: EmbeddedServer, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            node.wait_until_ready(process, 0)  # raises with the node's log
+        try:
+            with socket.create_connection((LOOPBACK, node.cluster.gossip_port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise WeaviateUnavailable(f"{node.cluster.node_name}: gossip port {node.cluster.gossip_port} not open "
+                              f"within {timeout:.0f}s; log: {node.log_file}")

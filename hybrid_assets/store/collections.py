@@ -48,12 +48,16 @@ def _properties():
     ]
 
 
-def ensure_collection(client, name: str, multi_tenant: bool = False, replication_factor: int = 1):
+def ensure_collection(client, name: str, multi_tenant: bool = False, replication_factor: int = 1, shards: int = 1):
     """Create the collection if missing (idempotent) and return it.
 
     ``replication_factor`` > 1 (a cluster): every shard lives on that many nodes; asynchronous
     replication repairs a replica that missed writes while it was down, and a delete wins over a
-    stale copy (``DELETE_ON_CONFLICT``), so a removed chunk never comes back with a rejoining node."""
+    stale copy (``DELETE_ON_CONFLICT``), so a removed chunk never comes back with a rejoining node.
+    ``shards``: how many pieces a (single-tenant) collection is split into across the nodes. One shard
+    (replicated) keeps BM25 statistics, and so hybrid rankings, identical to a single server; more
+    shards spread a collection that one node cannot hold. A multi-tenant collection has one shard
+    per tenant, so it takes no shard count."""
     from weaviate.classes.config import Configure, ReplicationDeletionStrategy, VectorDistances
 
     if not client.collections.exists(name):
@@ -69,6 +73,7 @@ def ensure_collection(client, name: str, multi_tenant: bool = False, replication
                 if multi_tenant
                 else None
             ),
+            sharding_config=None if multi_tenant else Configure.sharding(desired_count=shards),
             replication_config=(
                 Configure.replication(factor=replication_factor, async_enabled=True,
                                       deletion_strategy=ReplicationDeletionStrategy.DELETE_ON_CONFLICT)

@@ -46,7 +46,7 @@ class ClusterPlacement:
     """This node's place in a multi-node cluster on one host (``store/cluster.py``); None = alone."""
     node_name: str
     gossip_port: int  # cluster data port = gossip + 1, raft = gossip + 2, raft internal RPC = gossip + 3
-    cluster_join: str  # gossip address of the first node ("127.0.0.1:port")
+    cluster_join: str  # gossip addresses to join ("127.0.0.1:port,..."); one answering is enough
     raft_join: str  # every voter as name:raft_port
     bootstrap_expect: int
 
