@@ -1,5 +1,5 @@
 # Every user-facing target runs set-up first; set-up is idempotent and cheap when nothing changed.
-.PHONY: setup demo dev test test-unit serve lock weaviate-start weaviate-stop check-defs benchmarks
+.PHONY: setup demo dev test test-unit test-scale serve lock weaviate-start weaviate-stop check-defs benchmarks
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -24,6 +24,10 @@ test: setup
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration"
+
+# Beyond one machine: Dagster on a real PostgreSQL, a three-node Weaviate cluster, many tenants, faults.
+test-scale: setup
+	$(PY) -m pytest -q -m scale
 
 check-defs: setup
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml

@@ -25,6 +25,7 @@ from hybrid_assets.serving.engine import AnswerEngine, load_labels
 from hybrid_assets.settings import apply_offline_env, load_settings
 from hybrid_assets.store.client import open_client
 from hybrid_assets.store.collections import MAX_SEARCH_K
+from hybrid_assets.store.cluster import DEFAULT_GRPC_BASE, DEFAULT_HTTP_BASE, LocalCluster
 from hybrid_assets.store.server import EmbeddedServer, WeaviateUnavailable, is_ready
 
 
@@ -81,6 +82,56 @@ def weaviate_status() -> None:
         click.echo(json.dumps({"url": settings.weaviate_url, "remote": True, "ready": is_ready(settings.weaviate_url, 5)}))
         return
     click.echo(json.dumps(EmbeddedServer.from_settings(settings).status(), indent=2))
+
+
+@weaviate.group("cluster")
+@click.option("--http-base", default=DEFAULT_HTTP_BASE, show_default=True, help="REST port of node1 (node i: +i-1)")
+@click.option("--grpc-base", default=DEFAULT_GRPC_BASE, show_default=True, help="gRPC port of node1 (node i: +i-1)")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="one folder per node below it [default: <HYBRID_DATA_DIR>/weaviate-cluster]")
+@click.pass_context
+def weaviate_cluster(ctx, http_base: int, grpc_base: int, data_dir: Path | None) -> None:
+    """A replicated three-node Weaviate cluster on loopback (then: WEAVIATE_URL=<node1>,
+    HYBRID_WEAVIATE_REPLICATION_FACTOR=3)."""
+    settings = load_settings()
+    ctx.obj = LocalCluster(EmbeddedServer.from_settings(settings).binary,
+                           (data_dir or settings.data_dir / "weaviate-cluster").resolve(), http_base, grpc_base)
+
+
+@weaviate_cluster.command("start")
+@click.pass_obj
+def weaviate_cluster_start(cluster: LocalCluster) -> None:
+    """Start the three nodes (reuses running ones) and wait until all are healthy."""
+    try:
+        state = cluster.start()
+    except WeaviateUnavailable as exc:
+        _fail(str(exc))
+    click.echo(f"cluster {state}: {', '.join(n.url for n in cluster.nodes)}\n"
+               f"use it with: WEAVIATE_URL={cluster.url} WEAVIATE_GRPC_URL={cluster.grpc_url} "
+               "HYBRID_WEAVIATE_REPLICATION_FACTOR=3")
+
+
+@weaviate_cluster.command("stop")
+@click.pass_obj
+def weaviate_cluster_stop(cluster: LocalCluster) -> None:
+    """Stop every node."""
+    stopped = cluster.stop()
+    click.echo(f"stopped {', '.join(stopped)}" if stopped else "no node was running")
+
+
+@weaviate_cluster.command("status")
+@click.pass_obj
+def weaviate_cluster_status(cluster: LocalCluster) -> None:
+    """Each node's state and the membership as the cluster sees it, as JSON."""
+    click.echo(json.dumps(cluster.status(), indent=2))
+
+
+@weaviate_cluster.command("kill-node")
+@click.argument("name")
+@click.pass_obj
+def weaviate_cluster_kill_node(cluster: LocalCluster, name: str) -> None:
+    """SIGKILL one node (a crash, to watch the others keep answering); `start` brings it back."""
+    click.echo(f"{name} killed" if cluster.kill_node(name) else f"{name} was not running")
 
 
 @main.command()

@@ -145,6 +145,17 @@ class Settings:
     parse_timeout_s: float = DEFAULT_PARSE_TIMEOUT_S
     # The shipped release adapter (behaviour/release.py); None = do not install one.
     release_adapter_dir: Path | None = PROJECT_ROOT / "adapters" / "release"
+    # Replicas of each shard of the knowledge and accounts collections (1 for the embedded server;
+    # 3 on the three-node cluster of `hybrid-assets weaviate cluster`). Set when a collection is created.
+    weaviate_replication_factor: int = 1
+    # Shards of the shared knowledge collection: 1 (replicated on every node of a small cluster) keeps
+    # hybrid rankings identical to a single server; raise it when one node cannot hold the collection.
+    weaviate_shards: int = 1
+    # Consistency levels on a replicated collection (ONE | QUORUM | ALL). Searches read from ONE replica
+    # (they keep answering while any replica is up); writes, and the reads that plan a sync, use QUORUM,
+    # so a sync always sees its own last write (QUORUM + QUORUM overlap in at least one replica).
+    weaviate_read_consistency: str = "ONE"
+    weaviate_write_consistency: str = "QUORUM"
 
     @property
     def docs_dir(self) -> Path:
@@ -202,4 +213,25 @@ def load_settings() -> Settings:
         release_adapter_dir=_release_dir(values),
         max_document_bytes=_positive_mb("HYBRID_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB, values),
         parse_timeout_s=_number("HYBRID_PARSE_TIMEOUT_S", str(DEFAULT_PARSE_TIMEOUT_S), float, values),
+        weaviate_replication_factor=_at_least_one("HYBRID_WEAVIATE_REPLICATION_FACTOR", values),
+        weaviate_shards=_at_least_one("HYBRID_WEAVIATE_SHARDS", values),
+        weaviate_read_consistency=_consistency("HYBRID_WEAVIATE_READ_CONSISTENCY", "ONE", values),
+        weaviate_write_consistency=_consistency("HYBRID_WEAVIATE_WRITE_CONSISTENCY", "QUORUM", values),
     )
+
+
+CONSISTENCY_LEVELS = ("ONE", "QUORUM", "ALL")
+
+
+def _consistency(var: str, default: str, values: dict[str, str]) -> str:
+    level = (values.get(var) or default).strip().upper()
+    if level not in CONSISTENCY_LEVELS:
+        raise SettingsError(f"{var}={level!r} must be one of {', '.join(CONSISTENCY_LEVELS)}")
+    return level
+
+
+def _at_least_one(var: str, values: dict[str, str]) -> int:
+    number = _number(var, "1", int, values)
+    if number < 1:
+        raise SettingsError(f"{var} must be >= 1, got {number}")
+    return number

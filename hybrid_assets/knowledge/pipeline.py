@@ -29,6 +29,7 @@ from hybrid_assets.store.collections import (
     ensure_collection,
     hybrid_search,
     knowledge_collection_name,
+    with_consistency,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,9 @@ def build_document_chunks(
 def index_documents(client, settings: Settings, chunking: ChunkingResult, show_progress: bool = False) -> SyncReport:
     """Sync document chunks into the shared knowledge collection. Failed documents keep their chunks,
     except refused ones (symlinks, special files): what was indexed for those is removed."""
-    collection = ensure_collection(client, knowledge_collection_name(settings.embedding_model))
+    collection = _for_writes(settings, ensure_collection(
+        client, knowledge_collection_name(settings.embedding_model), replication_factor=settings.weaviate_replication_factor,
+        shards=settings.weaviate_shards))
     return sync_collection(
         collection,
         chunking.chunks_by_doc,
@@ -144,7 +147,9 @@ def index_accounts(client, settings: Settings, accounts: list[Account]) -> dict[
     """One tenant per customer; a customer removed from the data loses its tenant (and all its data)."""
     from weaviate.classes.tenants import Tenant
 
-    collection = ensure_collection(client, accounts_collection_name(settings.embedding_model), multi_tenant=True)
+    collection = _for_writes(settings, ensure_collection(
+        client, accounts_collection_name(settings.embedding_model), multi_tenant=True,
+        replication_factor=settings.weaviate_replication_factor))
     existing = set(collection.tenants.get().keys())
     wanted = {a.customer_id for a in accounts}
     if missing := sorted(wanted - existing):
@@ -174,6 +179,48 @@ def record_account_ingest(settings: Settings, reports: dict[str, SyncReport]) ->
     """Write the accounts half of the ingest manifest after the tenants were synced."""
     return record_accounts(settings, version=file_set_version(scan_documents(settings.accounts_dir)),
                            collection=accounts_collection_name(settings.embedding_model), tenants=list(reports))
+
+
+def _for_writes(settings: Settings, collection):
+    """Writes and the reads that plan them at the write consistency level (QUORUM by default)."""
+    return with_consistency(collection, settings.weaviate_write_consistency, settings.weaviate_replication_factor > 1)
+
+
+def _for_reads(settings: Settings, collection):
+    """Searches at the read consistency level (ONE by default: any live replica answers)."""
+    return with_consistency(collection, settings.weaviate_read_consistency, settings.weaviate_replication_factor > 1)
+
+
+ACTIVE_STATES = ("ACTIVE", "HOT")
+
+
+def tenant_states(client, settings: Settings) -> dict[str, str]:
+    """customer id -> its tenant's activity status (ACTIVE, INACTIVE, ...)."""
+    name = accounts_collection_name(settings.embedding_model)
+    if not client.collections.exists(name):
+        return {}
+    return {key: _status(t) for key, t in client.collections.get(name).tenants.get().items()}
+
+
+def _status(tenant) -> str:
+    status = tenant.activity_status
+    return {"HOT": "ACTIVE", "COLD": "INACTIVE", "FROZEN": "OFFLOADED"}.get(status.value, status.value)
+
+
+def set_tenant_activity(client, settings: Settings, customer_ids, active: bool) -> list[str]:
+    """Mark tenants ACTIVE (loaded: memory, open files) or INACTIVE ("COLD": kept on disk, nothing in
+    memory); returns the ones that changed. An inactive customer's data is untouched and comes back
+    when the customer asks (``search`` re-activates it)."""
+    from weaviate.classes.tenants import Tenant, TenantActivityStatus
+
+    wanted = "ACTIVE" if active else "INACTIVE"
+    states = tenant_states(client, settings)
+    change = [c for c in sorted(set(customer_ids)) if c in states and states[c] != wanted]
+    collection = client.collections.get(accounts_collection_name(settings.embedding_model))
+    status = TenantActivityStatus.ACTIVE if active else TenantActivityStatus.INACTIVE
+    for start in range(0, len(change), 100):
+        collection.tenants.update([Tenant(name=c, activity_status=status) for c in change[start : start + 100]])
+    return change
 
 
 @dataclass
@@ -206,10 +253,27 @@ def count_objects(client, name: str, tenant: str | None = None) -> int:
 
 
 def customer_exists(client, settings: Settings, customer_id: str) -> bool:
+    return _customer_tenant(client, settings, customer_id) is not None
+
+
+def _customer_tenant(client, settings: Settings, customer_id: str):
     name = accounts_collection_name(settings.embedding_model)
     if not client.collections.exists(name):
+        return None
+    return client.collections.get(name).tenants.get_by_names([customer_id]).get(customer_id)
+
+
+def activate_customer(client, settings: Settings, customer_id: str) -> bool:
+    """Make the customer's tenant answer: re-activate it when it was deactivated (COLD). Raises
+    ``UnknownCustomer`` when there is no such tenant; returns True when it had to be re-activated."""
+    tenant = _customer_tenant(client, settings, customer_id)
+    if tenant is None:
+        raise UnknownCustomer(f"unknown customer id {customer_id!r}: no account data is indexed for it")
+    if _status(tenant) in ACTIVE_STATES:
         return False
-    return customer_id in client.collections.get(name).tenants.get_by_names([customer_id])
+    set_tenant_activity(client, settings, [customer_id], active=True)
+    logger.info("tenant %s was %s: re-activated for a query", customer_id, _status(tenant))
+    return True
 
 
 def search(
@@ -230,12 +294,12 @@ def search(
         raise ValueError(f"k must be >= 1, got {k}")
     vector = Embedder(settings.embedding_model).embed_query(query)
     name = knowledge_collection_name(settings.embedding_model)
-    shared = hybrid_search(client.collections.get(name), query, vector, k, alpha) if client.collections.exists(name) else []
+    shared = (hybrid_search(_for_reads(settings, client.collections.get(name)), query, vector, k, alpha)
+              if client.collections.exists(name) else [])
     if not customer_id:
         return shared
-    if not customer_exists(client, settings, customer_id):
-        raise UnknownCustomer(f"unknown customer id {customer_id!r}: no account data is indexed for it")
-    accounts = client.collections.get(accounts_collection_name(settings.embedding_model))
+    activate_customer(client, settings, customer_id)  # UnknownCustomer; a COLD tenant is loaded again
+    accounts = _for_reads(settings, client.collections.get(accounts_collection_name(settings.embedding_model)))
     own = hybrid_search(accounts, query, vector, k, alpha, tenant=customer_id)
     reserved = own[: min(tenant_slots, k)]
     rest = sorted(shared + own[len(reserved):], key=lambda hit: hit.score, reverse=True)[: k - len(reserved)]

@@ -48,9 +48,17 @@ def _properties():
     ]
 
 
-def ensure_collection(client, name: str, multi_tenant: bool = False):
-    """Create the collection if missing (idempotent) and return it."""
-    from weaviate.classes.config import Configure, VectorDistances
+def ensure_collection(client, name: str, multi_tenant: bool = False, replication_factor: int = 1, shards: int = 1):
+    """Create the collection if missing (idempotent) and return it.
+
+    ``replication_factor`` > 1 (a cluster): every shard lives on that many nodes; asynchronous
+    replication repairs a replica that missed writes while it was down, and a delete wins over a
+    stale copy (``DELETE_ON_CONFLICT``), so a removed chunk never comes back with a rejoining node.
+    ``shards``: how many pieces a (single-tenant) collection is split into across the nodes. One shard
+    (replicated) keeps BM25 statistics, and so hybrid rankings, identical to a single server; more
+    shards spread a collection that one node cannot hold. A multi-tenant collection has one shard
+    per tenant, so it takes no shard count."""
+    from weaviate.classes.config import Configure, ReplicationDeletionStrategy, VectorDistances
 
     if not client.collections.exists(name):
         client.collections.create(
@@ -65,8 +73,23 @@ def ensure_collection(client, name: str, multi_tenant: bool = False):
                 if multi_tenant
                 else None
             ),
+            sharding_config=None if multi_tenant else Configure.sharding(desired_count=shards),
+            replication_config=(
+                Configure.replication(factor=replication_factor, async_enabled=True,
+                                      deletion_strategy=ReplicationDeletionStrategy.DELETE_ON_CONFLICT)
+                if replication_factor > 1
+                else None
+            ),
         )
     return client.collections.get(name)
+
+
+def with_consistency(collection, level: str, replicated: bool = True):
+    """The collection (or tenant) with a consistency level (ONE | QUORUM | ALL) for every call made
+    through it. Unreplicated (one copy of each shard) every level means the same: left as it is."""
+    from weaviate.classes.config import ConsistencyLevel
+
+    return collection.with_consistency_level(ConsistencyLevel[level]) if replicated else collection
 
 
 def existing_chunk_ids(collection) -> dict[str, set[str]]:

@@ -42,11 +42,22 @@ class WeaviateUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ClusterPlacement:
+    """This node's place in a multi-node cluster on one host (``store/cluster.py``); None = alone."""
+    node_name: str
+    gossip_port: int  # cluster data port = gossip + 1, raft = gossip + 2, raft internal RPC = gossip + 3
+    cluster_join: str  # gossip addresses to join ("127.0.0.1:port,..."); one answering is enough
+    raft_join: str  # every voter as name:raft_port
+    bootstrap_expect: int
+
+
+@dataclass(frozen=True)
 class EmbeddedServer:
     binary: Path
     data_dir: Path
     http_port: int
     grpc_port: int
+    cluster: ClusterPlacement | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "EmbeddedServer":
@@ -86,6 +97,10 @@ class EmbeddedServer:
         # Binding raft/gossip to 127.0.0.1 matters: on hosts with an IPv6 interface the server
         # otherwise advertises an address its own raft listener cannot parse.
         p = self.http_port
+        name, gossip, join, raft_join, expect = "node1", p + 10, None, f"node1:{p + 12}", 1
+        if self.cluster:  # one of several nodes on this host: Weaviate's documented cluster settings
+            c = self.cluster
+            name, gossip, join, raft_join, expect = c.node_name, c.gossip_port, c.cluster_join, c.raft_join, c.bootstrap_expect
         env = dict(os.environ)
         env.update(
             PERSISTENCE_DATA_PATH=str(self.data_dir / "db"),
@@ -95,27 +110,34 @@ class EmbeddedServer:
             DISABLE_TELEMETRY="true",
             LOG_LEVEL="warning",
             QUERY_DEFAULTS_LIMIT="25",
-            CLUSTER_HOSTNAME="node1",
+            CLUSTER_HOSTNAME=name,
             CLUSTER_ADVERTISE_ADDR=LOOPBACK,
             CLUSTER_BIND_ADDR=LOOPBACK,
             WEAVIATE_LISTEN_HOST=LOOPBACK,  # gRPC + cluster data port (our build patch)
             GO_PROFILING_DISABLE="true",  # upstream opens pprof on *:6060
             PROMETHEUS_MONITORING_ENABLED="false",
-            CLUSTER_GOSSIP_BIND_PORT=str(p + 10),
-            CLUSTER_DATA_BIND_PORT=str(p + 11),
-            RAFT_PORT=str(p + 12),
-            RAFT_INTERNAL_RPC_PORT=str(p + 13),
-            RAFT_BOOTSTRAP_EXPECT="1",
-            RAFT_JOIN=f"node1:{p + 12}",
+            CLUSTER_GOSSIP_BIND_PORT=str(gossip),
+            CLUSTER_DATA_BIND_PORT=str(gossip + 1),
+            RAFT_PORT=str(gossip + 2),
+            RAFT_INTERNAL_RPC_PORT=str(gossip + 3),  # a local cluster needs raft port + 1 (Weaviate's resolver)
+            RAFT_BOOTSTRAP_EXPECT=str(expect),
+            RAFT_JOIN=raft_join,
             GRPC_PORT=str(self.grpc_port),
             GOMAXPROCS=env.get("GOMAXPROCS", "2"),
         )
+        if self.cluster:
+            env.update(CLUSTER_JOIN=join, CLUSTER_IN_LOCALHOST="true")  # nodes share 127.0.0.1: ports per node
         return env
 
     def start(self, timeout: float = 90.0) -> str:
         """Start the server unless one already answers on our port; returns 'running' or 'started'."""
         if self.is_ready():
             return "running"
+        self.wait_until_ready(self.launch(), timeout)
+        return "started"
+
+    def launch(self) -> subprocess.Popen:
+        """Start the process without waiting (the nodes of a cluster start together: none is ready alone)."""
         if not self.binary.exists():
             raise WeaviateUnavailable(
                 f"Weaviate server binary not found at {self.binary}. Build it with "
@@ -133,6 +155,10 @@ class EmbeddedServer:
                 start_new_session=True,  # outlives this process; stopped by `stop()`
             )
         self.pid_file.write_text(str(process.pid))
+        return process
+
+    def wait_until_ready(self, process: subprocess.Popen, timeout: float = 90.0) -> None:
+        """Wait for readiness, then refuse (stop) a server that listens beyond loopback."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -142,12 +168,28 @@ class EmbeddedServer:
                 )
             if self.is_ready():
                 self._refuse_public_listeners(process.pid)
-                return "started"
+                return
             time.sleep(0.25)
         raise WeaviateUnavailable(
             f"Weaviate did not become ready on {self.url} within {timeout:.0f}s; log: {self.log_file}\n"
             f"{_tail(self.log_file)}"
         )
+
+    def kill(self) -> bool:
+        """SIGKILL, no shutdown (fault tests: a crashed node); returns False if none was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _reap(pid)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        return True
 
     def _refuse_public_listeners(self, pid: int) -> None:
         """A binary built without the listen-host patch (e.g. WEAVIATE_BINARY) would serve gRPC on
