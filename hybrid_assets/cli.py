@@ -264,7 +264,7 @@ def train(eval_limit, profile, promote, **knobs) -> None:
     click.echo(f"eval subset: {candidate.eval_records} records\n"
                + comparison_table(candidate.base_metrics, candidate.adapter_metrics, candidate.champion_metrics))
     calibration = candidate.calibration
-    click.echo(f"decision threshold: {calibration['answer_threshold']} (dev macro F1 {calibration['dev_macro_f1']:.3f}, "
+    click.echo(f"decision threshold: {calibration['answer_threshold'] or 'none (greedy kept: no grid threshold beat it)'} (dev macro F1 {calibration['dev_macro_f1']:.3f}, "
                f"greedy {calibration['dev_macro_f1_greedy']:.3f}, {calibration['dev_records']} dev records)"
                if calibration else "decision threshold: none (dev split too small); decisions are greedy")
     if not promote:

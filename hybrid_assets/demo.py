@@ -124,7 +124,7 @@ def behaviour_stage(defs, instance, settings) -> None:
     print(comparison_table(metrics["base"], metrics["adapter"], champion))
     calibration = metrics.get("decision_calibration")
     if calibration:
-        print(f"decision threshold {calibration['answer_threshold']} chosen on {calibration['dev_records']} dev "
+        print(f"decision threshold {calibration['answer_threshold'] or 'none (greedy kept)'} chosen on {calibration['dev_records']} dev "
               f"records (macro F1 {calibration['dev_macro_f1']:.3f}; greedy {calibration['dev_macro_f1_greedy']:.3f})")
     print("gate: " + "; ".join(promotion_gate(metrics["base"], metrics["adapter"], champion)[1]))
 

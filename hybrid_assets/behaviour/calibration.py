@@ -59,8 +59,11 @@ def choose_threshold(gold: Sequence[str], distributions: Sequence[dict | None]) 
     greedy = macro_f1(gold_kept, [choose(d, None) for _, d in pairs])
     scored = [(macro_f1(gold_kept, [choose(d, t) for _, d in pairs]), -abs(t - 0.5), t) for t in GRID]
     best_f1, _, threshold = max(scored)
+    # A threshold that does not beat the model's own argmax on dev is not used: decoding stays greedy
+    # (measured 2026-12-02: the release candidate's best, 0.45, scored 0.566 against greedy's 0.570).
     return {
-        "answer_threshold": threshold,
+        "answer_threshold": threshold if best_f1 > greedy else None,
+        "best_grid_threshold": threshold,
         "dev_records": len(pairs),
         "dev_decisions": {value: gold_kept.count(value) for value in DECISIONS if value in gold_kept},
         "dev_macro_f1": round(best_f1, 4),
@@ -91,6 +94,8 @@ def threshold_of(lineage: dict | None, version_id: str | None = None) -> float |
     threshold = calibration.get("answer_threshold")
     if isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0:
         return float(threshold)
+    if "best_grid_threshold" in calibration:
+        return None  # calibrated, and no threshold beat greedy decoding on the dev split
     if version_id is not None or lineage is not None:
         log.warning("adapter %s has no decision threshold in its lineage (metrics.decision_calibration); "
                     "decisions fall back to greedy decoding", version_id or "?")

@@ -37,6 +37,17 @@ def test_the_threshold_is_the_one_with_the_best_dev_macro_f1_not_always_or_never
     assert macro_f1(gold, ["answer"] * 10) < 0.5 and macro_f1(gold, ["not_answerable"] * 10) < 0.5
 
 
+def test_a_threshold_that_does_not_beat_greedy_on_dev_is_not_used(caplog):
+    gold = ["answer", "not_answerable", "answer", "not_answerable"]
+    dists = [{"answer": 0.9, "clarify": 0.0, "not_answerable": 0.1}, {"answer": 0.2, "clarify": 0.0, "not_answerable": 0.8},
+             {"answer": 0.6, "clarify": 0.0, "not_answerable": 0.4}, {"answer": 0.45, "clarify": 0.0, "not_answerable": 0.55}]
+    result = choose_threshold(gold, dists)  # greedy is already perfect: no threshold can beat it
+    assert result["answer_threshold"] is None and result["dev_macro_f1_greedy"] == 1.0
+    with caplog.at_level(logging.WARNING):
+        assert threshold_of({"metrics": {"decision_calibration": result}}, "v3") is None
+    assert "v3" not in caplog.text  # calibrated on purpose: no warning
+
+
 def test_an_adapter_without_a_threshold_falls_back_to_greedy_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         assert threshold_of({"metrics": {"decision_calibration": None}}, "v1") is None
