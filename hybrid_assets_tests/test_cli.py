@@ -103,7 +103,7 @@ def test_training_knobs_are_defined_once_for_the_cli_and_dagster():
         expected = "" if name == "base_model" else (list(default) if isinstance(default, tuple) else default)
         assert dagster_fields[name].default == expected, name
         assert dagster_fields[name].description.startswith(help_text), name
-    assert set(dagster_fields) == {name for name, *_ in TrainConfig.knobs()} | {"eval_limit"}
+    assert set(dagster_fields) == {name for name, *_ in TrainConfig.knobs()} | {"eval_limit", "retrain_unchanged"}
 
     shown = " ".join(CliRunner().invoke(main, ["train", "--help"], terminal_width=400).output.split())
     for name, _, default, help_text in TrainConfig.knobs():

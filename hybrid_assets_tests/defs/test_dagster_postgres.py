@@ -116,7 +116,7 @@ def test_the_knowledge_job_runs_through_a_postgres_instance(postgres, dagster_ho
 
     # the credentials really come from the environment: a wrong password is refused by the server
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", "wrong")
-    with pytest.raises(Exception, match="password authentication failed"):
+    with pytest.raises(Exception, match="password authentication failed|too many retries for DB connection"):
         dg.DagsterInstance.get().get_run_records()
 
 

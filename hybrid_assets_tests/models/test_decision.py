@@ -71,7 +71,7 @@ def test_the_gate_reads_the_models_distribution_and_enforces_the_threshold():
     from hybrid_assets.prompting import ContextPassage, build_messages
 
     model, tokenizer = load_model(None, None)
-    decoder = Decoder(tokenizer, model.config.vocab_size, LABELS, 24)
+    decoder = Decoder(tokenizer, model.config.vocab_size, LABELS, 40)  # up to just past the decision
     passages = [ContextPassage("S1", "guides/billing.md", "Invoices are emailed on the renewal date.")]
     conversation = build_messages("When is my invoice sent?", passages, LABELS)
     free = decoder.generate(model, [conversation], [("S1",)])[0]

@@ -23,8 +23,8 @@ def test_serving_and_the_gate_share_the_decoder_and_its_guard(monkeypatch):
     calls = []
     original = Decoder.generate
 
-    def spy(self, model, conversations, citable, base_only=False):
-        generations = original(self, model, conversations, citable, base_only)
+    def spy(self, model, conversations, citable, base_only=False, **options):
+        generations = original(self, model, conversations, citable, base_only, **options)
         calls.append((self.no_repeat_ngram, self.constrained, conversations, [g.text for g in generations]))
         return generations
 
