@@ -26,6 +26,7 @@ import shutil
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import dagster as dg
@@ -73,6 +74,10 @@ class Sensors:
         self.cursors: dict[str, object] = {}
 
     def observe(self) -> None:
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            worker.submit(self._observe).result()
+
+    def _observe(self) -> None:
         for job in ("knowledge_sources_job", "behaviour_sources_job"):
             assert defs.resolve_job_def(job).execute_in_process(instance=self.instance).success
 
@@ -81,6 +86,12 @@ class Sensors:
             self.instance.report_runless_asset_event(dg.AssetMaterialization(key))
 
     def tick(self, sensor) -> set[str]:
+        # Dagster evaluates with asyncio.run(); Playwright's sync API keeps an event loop running in this
+        # thread while the module's browser is open, so the evaluation runs in a thread of its own.
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            return worker.submit(self._tick, sensor).result()
+
+    def _tick(self, sensor) -> set[str]:
         result = dg.evaluate_automation_conditions(defs=defs, instance=self.instance, asset_selection=sensor.asset_selection,
                                                    cursor=self.cursors.get(sensor.name))
         self.cursors[sensor.name] = result.cursor
