@@ -18,8 +18,6 @@ screenshot of the answered console to ``docs/console.png`` (the README's picture
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import json
 import os
 import shutil
@@ -383,13 +381,10 @@ def test_the_behaviour_sensor_then_requests_the_behaviour_job_and_no_knowledge_j
     settings = console["settings"]
     knowledge_before = folder_version(settings.docs_dir), folder_version(settings.accounts_dir)
     sensors = console["sensors"]
-    # Dagster's sensor evaluation runs its own asyncio loop; Playwright's sync API (the module's browser)
-    # holds one on this thread, so the ticks run on a worker thread.
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        worker.submit(sensors.observe).result()
-        requested = worker.submit(sensors.tick, behaviour_automation).result()
-        assert {"behaviour_dataset", "support_adapter"} <= requested <= BEHAVIOUR
-        assert worker.submit(sensors.tick, knowledge_automation).result() == set()
+    sensors.observe()
+    requested = sensors.tick(behaviour_automation)
+    assert {"behaviour_dataset", "support_adapter"} <= requested <= BEHAVIOUR
+    assert sensors.tick(knowledge_automation) == set()
     assert (folder_version(settings.docs_dir), folder_version(settings.accounts_dir)) == knowledge_before
 
 
