@@ -14,9 +14,8 @@ import logging
 from collections.abc import Sequence
 
 from hybrid_assets.behaviour.dataset import BehaviourRecord
-from hybrid_assets.behaviour.sft import prompt_messages
+from hybrid_assets.behaviour.evaluate import generate_answers
 from hybrid_assets.models.decision import choose
-from hybrid_assets.models.generation import Decoder
 from hybrid_assets.schema import DECISIONS, LabelSpace
 
 log = logging.getLogger(__name__)
@@ -39,15 +38,11 @@ def macro_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
 
 def decision_distributions(model, tokenizer, records: Sequence[BehaviourRecord], labels: LabelSpace,
                            no_repeat_ngram: int, batch_size: int = 8) -> list[dict | None]:
-    """The model's distribution over the decision for each record (None where it never got there)."""
-    decoder = Decoder(tokenizer, model.config.vocab_size, labels, DECISION_PREFIX_TOKENS, no_repeat_ngram)
-    out: list[dict | None] = []
-    for start in range(0, len(records), batch_size):
-        batch = records[start:start + batch_size]
-        generated = decoder.generate(model, [prompt_messages(r, labels) for r in batch],
-                                     [tuple(c.id for c in r.context) for r in batch])
-        out.extend(g.decision_probabilities for g in generated)
-    return out
+    """The model's distribution over the decision for each record (None where it never got there),
+    through the gate's own decoding loop with a budget that stops just after the decision."""
+    predictions, _ = generate_answers(model, tokenizer, records, labels, DECISION_PREFIX_TOKENS, batch_size,
+                                      no_repeat_ngram=no_repeat_ngram)
+    return [p.decision_probabilities for p in predictions]
 
 
 def choose_threshold(gold: Sequence[str], distributions: Sequence[dict | None]) -> dict:

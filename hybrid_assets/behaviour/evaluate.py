@@ -40,6 +40,7 @@ class Prediction:
     error: str | None
     generated_tokens: int
     decided: dict | None = None  # the decision fields, also from a cut answer's prefix (None: read from text)
+    decision_probabilities: dict | None = None  # the model's distribution where it decided (models/decision.py)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], label
         seconds += time.perf_counter() - started
         for index, generation in zip(batch, generated):
             results[index] = Prediction(records[index].id, generation.text, generation.answer, generation.error,
-                                        generation.tokens, generation.decided)
+                                        generation.tokens, generation.decided, generation.decision_probabilities)
     return [results[i] for i in range(len(records))], seconds
 
 

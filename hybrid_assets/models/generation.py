@@ -102,11 +102,9 @@ class Decoder:
             self.grammars.logits_processor(self.labels, citable)
 
     def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
-                 base_only: bool = False, answer_threshold: float | None = None,
-                 max_new_tokens: int | None = None) -> list[Generation]:
+                 base_only: bool = False, answer_threshold: float | None = None) -> list[Generation]:
         """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model);
-        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own);
-        ``max_new_tokens`` overrides the budget (the calibration needs only the decision prefix)."""
+        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own)."""
         import torch
 
         if len(conversations) != len(citable):
@@ -121,7 +119,7 @@ class Decoder:
         with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()):
             output = model.generate(
                 **inputs,
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 logits_processor=self.processors(citable, gate),
                 pad_token_id=tokenizer.pad_token_id,
