@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -50,6 +51,12 @@ class BehaviourRecord:
     context: tuple[ContextItem, ...]
     target: str
     origin: str  # "file:line", for messages that point back at the data
+    # When an agent reviewed this example (the console's feedback records carry ``review.reviewed_at``);
+    # None for authored data. A review of a ticket supersedes the authored example and earlier reviews.
+    reviewed_at: str | None = None
+    # Earlier turns of the conversation ((role, content), ...), as the console's reviewed examples carry
+    # them: the prompt is rebuilt with them, so training sees what the model saw when it answered.
+    history: tuple[tuple[str, str], ...] = ()
 
     @property
     def answer(self) -> dict:
@@ -192,7 +199,46 @@ def parse_ticket_line(raw: str, labels: LabelSpace, origin: str) -> tuple[Behavi
     target, reason = _check_answer(data["answer"], [c.id for c in context], labels)
     if reason:
         return None, reason
-    return BehaviourRecord(data["id"], data["ticket"], customer_id or None, context, target, origin), None
+    history, reason = _parse_history(data.get("history"))
+    if reason:
+        return None, reason
+    review = data.get("review")
+    reviewed_at = review.get("reviewed_at") if isinstance(review, dict) else None
+    if reviewed_at is not None:
+        if not isinstance(reviewed_at, str) or _review_time(reviewed_at) is None:
+            return None, f"'review.reviewed_at' must be an ISO 8601 time, got {reviewed_at!r}"
+    return BehaviourRecord(data["id"], data["ticket"], customer_id or None, context, target, origin,
+                           reviewed_at, history), None
+
+
+def _parse_history(raw) -> tuple[tuple[tuple[str, str], ...], str | None]:
+    if raw is None:
+        return (), None
+    if not isinstance(raw, list):
+        return (), "'history' must be a list of {role, content}"
+    turns = []
+    for i, turn in enumerate(raw):
+        if not isinstance(turn, dict) or not all(isinstance(turn.get(k), str) for k in ("role", "content")):
+            return (), f"history[{i}] must have string fields role, content"
+        turns.append((turn["role"], turn["content"]))
+    return tuple(turns), None
+
+
+def _review_time(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _supersedes(new: BehaviourRecord, old: BehaviourRecord) -> bool:
+    """Whether ``new`` replaces ``old`` (same ticket and customer): a reviewed example beats an authored
+    one, and the latest review beats earlier ones; otherwise the first record stays."""
+    if new.reviewed_at is None:
+        return False
+    # ">=": reviews are stamped to the second; of two in one second the later line wins
+    return old.reviewed_at is None or _review_time(new.reviewed_at) >= _review_time(old.reviewed_at)
 
 
 def _intent_id(text: str, category: str) -> str:
@@ -235,8 +281,10 @@ def load_behaviour_data(
 ) -> BehaviourDataset:
     """All records of all data files in ``folder``; bad records reported, duplicates dropped.
 
-    Duplicates = same normalised ticket text and customer; the first one (files in name order,
-    lines in order) is kept. A repeated record id with different content is a problem."""
+    Duplicates = same normalised ticket text and customer. The latest agent review of a ticket wins
+    (``_supersedes``: what a person corrected must not be dropped as a copy of the authored example);
+    among unreviewed copies the first one (files in name order, lines in order) is kept. A repeated
+    record id is a problem."""
     files = find_behaviour_files(folder)
     records: list[BehaviourRecord] = []
     problems: list[Problem] = []
@@ -246,23 +294,26 @@ def load_behaviour_data(
         elif path.suffix == ".csv":
             _read_csv(path, labels, intent_defaults, records, problems)
 
-    kept: list[BehaviourRecord] = []
-    seen_keys: set = set()
+    kept: dict[tuple, BehaviourRecord] = {}  # by dedupe key, in first-seen order
     seen_ids: dict[str, BehaviourRecord] = {}
     duplicates: list[str] = []
     for record in records:
-        if record.dedupe_key in seen_keys:
-            duplicates.append(record.origin)
-            continue
-        if record.id in seen_ids:
+        same_id = seen_ids.get(record.id)
+        if same_id is not None and same_id.dedupe_key != record.dedupe_key:
             file, line = record.origin.rsplit(":", 1)
-            problems.append(Problem(file, int(line), f"id {record.id!r} already used at {seen_ids[record.id].origin}"))
+            problems.append(Problem(file, int(line), f"id {record.id!r} already used at {same_id.origin}"))
             continue
-        seen_keys.add(record.dedupe_key)
-        seen_ids[record.id] = record
-        kept.append(record)
+        seen_ids.setdefault(record.id, record)
+        earlier = kept.get(record.dedupe_key)
+        if earlier is None:
+            kept[record.dedupe_key] = record
+        elif _supersedes(record, earlier):
+            kept[record.dedupe_key] = record
+            duplicates.append(earlier.origin)
+        else:
+            duplicates.append(record.origin)
     return BehaviourDataset(
-        records=tuple(kept),
+        records=tuple(kept.values()),
         problems=tuple(problems),
         duplicates=tuple(duplicates),
         files=tuple(files),

@@ -27,7 +27,8 @@ _MAX_TRUNCATION_ROUNDS = 6
 def prompt_messages(record: BehaviourRecord, labels: LabelSpace, passages=None) -> list[dict]:
     if passages is None:
         passages = [ContextPassage(c.id, c.source, c.text) for c in record.context]
-    return build_messages(record.ticket, passages, labels, record.customer_id)
+    history = [{"role": role, "content": content} for role, content in record.history]
+    return build_messages(record.ticket, passages, labels, record.customer_id, history)
 
 
 def _template_ids(tokenizer, messages: list[dict], generation_prompt: bool) -> list[int]:

@@ -2,7 +2,8 @@
 
 - every bad record is reported with its file, line and reason, all of them (not just the first),
   and the good records around it are still loaded;
-- duplicates (same normalised ticket + customer) are dropped, the first copy kept;
+- duplicates (same normalised ticket + customer) are dropped, the first copy kept - except that an
+  agent's review of a ticket supersedes the authored example, and the latest review wins;
 - the train/eval split is a pure function of each ticket's text: deterministic, and unchanged for
   existing records when unrelated records are added;
 - ``dataset_version`` changes if and only if the content of the behaviour files changes;
@@ -98,6 +99,41 @@ def test_duplicates_are_removed_keeping_the_first(behaviour_dir, labels):
     assert data.problems == ()
 
 
+def test_the_latest_review_of_a_ticket_supersedes_the_authored_example(behaviour_dir, labels):
+    """The console appends corrections to reviewed_feedback.jsonl; "r" sorts after "t", so a plain
+    first-copy rule would keep tickets.jsonl's example and drop what a person corrected."""
+    good = _first_ticket(behaviour_dir)
+    corrected = {**good["answer"], "category": next(c for c in labels.categories if c != good["answer"]["category"])}
+
+    def review(record_id, when, answer):
+        return json.dumps({**good, "id": record_id, "answer": answer,
+                           "review": {"action": "correct", "reviewer": "ana", "reviewed_at": when}})
+
+    # Two reviews, the later one written first: the time decides, not the line order.
+    _append(behaviour_dir / "reviewed_feedback.jsonl", [
+        review("review-late", "2026-12-03T10:00:00+00:00", corrected),
+        review("review-early", "2026-12-03T09:00:00Z", good["answer"]),
+    ])
+
+    data = load_behaviour_data(behaviour_dir, labels)
+
+    by_id = {r.id: r for r in data.records}
+    assert "review-late" in by_id and good["id"] not in by_id and "review-early" not in by_id
+    assert by_id["review-late"].answer["category"] == corrected["category"]
+    assert set(data.duplicates) == {"tickets.jsonl:1", "reviewed_feedback.jsonl:2"}
+    assert len(data.records) == FIXTURE_RECORDS
+
+
+def test_a_review_time_that_is_not_iso_8601_is_a_problem(behaviour_dir, labels):
+    good = _first_ticket(behaviour_dir)
+    _append(behaviour_dir / "reviewed_feedback.jsonl", [json.dumps(
+        {**good, "id": "review-x", "review": {"action": "approve", "reviewer": "ana", "reviewed_at": "yesterday"}})])
+    data = load_behaviour_data(behaviour_dir, labels)
+    assert [(p.file, p.line) for p in data.problems] == [("reviewed_feedback.jsonl", 1)]
+    assert "review.reviewed_at" in data.problems[0].reason
+    assert good["id"] in {r.id for r in data.records}  # the authored example stays
+
+
 def test_reused_id_with_different_content_is_a_problem(behaviour_dir, labels):
     good = _first_ticket(behaviour_dir)
     _append(behaviour_dir / "tickets.jsonl", [json.dumps({**good, "ticket": "a different question"})])
@@ -176,3 +212,23 @@ def test_intent_rows_become_not_answerable_answers(behaviour_dir, labels):
         assert record.context == () and record.customer_id is None
         assert record.id.startswith("intent-")  # content-derived, not positional
     assert {r.answer["category"] for r in intents} == {"billing", "labels", "tracking", "returns", "integrations", "api"}
+
+
+def test_earlier_turns_of_a_reviewed_example_are_part_of_its_training_prompt(behaviour_dir, labels):
+    """A console review records the conversation the model answered; training must see the same prompt."""
+    from hybrid_assets.behaviour.sft import prompt_messages
+
+    good = _first_ticket(behaviour_dir)
+    turns = [{"role": "customer", "content": "My label for order 88 failed."},
+             {"role": "agent", "content": "Which carrier did you pick?"}]
+    _append(behaviour_dir / "reviewed_feedback.jsonl", [
+        json.dumps({**good, "id": "review-h", "ticket": "It was UPS, still failing.", "history": turns}),
+        json.dumps({**good, "id": "review-bad", "ticket": "another one", "history": [{"role": "agent"}]}),
+    ])
+    data = load_behaviour_data(behaviour_dir, labels)
+
+    record = next(r for r in data.records if r.id == "review-h")
+    prompt = prompt_messages(record, labels)[-1]["content"]
+    assert "EARLIER IN THIS CONVERSATION" in prompt
+    assert "customer: My label for order 88 failed." in prompt and "agent: Which carrier did you pick?" in prompt
+    assert [(p.file, p.line, "history[0]" in p.reason) for p in data.problems] == [("reviewed_feedback.jsonl", 2, True)]
