@@ -95,16 +95,19 @@ def promoted_summary(settings: Settings) -> dict | None:
     base, adapter = metrics.get("base") or {}, metrics.get("adapter") or {}
     rows = [{"metric": name, "base": base.get(name), "adapter": adapter.get(name), "gated": name in GATE_METRICS}
             for name in dict.fromkeys((*GATE_METRICS, *COMPARED_METRICS)) if name in base or name in adapter]
+    # The adapter it replaced, measured on the same records when it was trained (champion/challenger).
+    champion = metrics.get("champion") or {}
     gate = None
     if base and adapter:
         try:
-            passed, reasons = promotion_gate(base, adapter)
+            passed, reasons = promotion_gate(base, adapter, champion.get("metrics"))
             gate = {"passed": passed, "reasons": reasons}
         except (KeyError, TypeError, ValueError):
             gate = None
     return {"version_id": current.version_id, "created_at": lineage.get("created_at"),
             "base_model": lineage.get("base_model"), "dataset_version": lineage.get("dataset_version"),
-            "eval_records": metrics.get("eval_records"), "metrics": rows, "gate": gate}
+            "eval_records": metrics.get("eval_records"), "metrics": rows, "gate": gate,
+            "champion_version": champion.get("version_id")}
 
 
 def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request, engine_call) -> None:

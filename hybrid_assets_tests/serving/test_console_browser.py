@@ -6,13 +6,14 @@ app (uvicorn), a real Weaviate server, the real model and the real Dagster defin
   tenant) and its link opens the document at that passage;
 - a document carrying ``<script>`` and an ``onerror=`` attribute, and the HTML ticket, are shown as text:
   no element is created from them, ``window.__pwned`` stays undefined and no dialog opens;
-- approve, and correct (a correction the data's validator refuses names the field and writes nothing),
-  each land as one valid behaviour record in ``data/behaviour/reviewed_feedback.jsonl``;
+- approve, correct (a correction the data's validator refuses names the field and writes nothing), and
+  "should not have answered" each land as one valid behaviour record in
+  ``data/behaviour/reviewed_feedback.jsonl``;
 - the behaviour automation sensor then requests the behaviour job, the knowledge sensor nothing;
 - with ``HYBRID_API_TOKEN`` set the page asks for the token and shows no data without it;
 - the knowledge page lists what is indexed, the file that failed to parse and why, and the tenants.
 
-Two answers in the whole module (each costs CPU seconds). ``HYBRID_UPDATE_SCREENSHOT=1`` writes the
+Three answers in the whole module (each costs CPU seconds). ``HYBRID_UPDATE_SCREENSHOT=1`` writes the
 screenshot of the answered console to ``docs/console.png`` (the README's picture).
 """
 
@@ -56,6 +57,7 @@ TICKET = ('How do I verify that a webhook request really came from Parcelwise? '
           '<img src=x onerror="window.__pwned=\'ticket\'; alert(\'ticket\')">')
 EARLIER_TURN = "We set up webhooks yesterday. <script>window.__pwned='turn'</script>"
 SECOND_TICKET = "Our Zebra printer cuts off the bottom of the 4x6 labels. What should we change?"
+THIRD_TICKET = "Can you ship a parcel by drone to Antarctica?"
 TOKEN = "console-s3cret"
 KNOWLEDGE = {"knowledge_documents", "customer_account_files", "document_chunks", "knowledge_index",
              "customer_accounts_index"}
@@ -376,15 +378,45 @@ def test_approve_and_correct_land_in_the_feedback_file_with_a_valid_schema(conso
     assert page.errors == []
 
 
-def test_the_behaviour_sensor_then_requests_the_behaviour_job_and_no_knowledge_job(console):
+def test_should_not_have_answered_lands_as_the_honest_decision(console, page):
+    """The third review action, in the page: whatever the model decided, the record written is the
+    schema's not-answerable decision with nothing cited, and the labels the model chose stay."""
+    labels = console["labels"]
     assert len(feedback_lines(console)) == 2, "runs after the review test"
+    result = answer_in_page(page, console, THIRD_TICKET)
+    page.fill("#reviewer", "Ana Reviewer")
+    with page.expect_response(lambda r: r.url.endswith("/v1/console/reviews")) as saved:
+        page.click("#should-not")
+    assert saved.value.status == 201, saved.value.text()
+    page.wait_for_selector("#review-done:has-text('Saved should_not_answer')")
+    lines = feedback_lines(console)
+    assert len(lines) == 3
+    record, reason = parse_ticket_line(lines[2], labels, f"{FEEDBACK_FILE}:3")
+    assert reason is None, reason
+    written = json.loads(lines[2])
+    assert written["ticket"] == THIRD_TICKET and written["customer_id"] is None
+    assert written["answer"]["decision"] == "not_answerable" and written["answer"]["citations"] == []
+    assert (written["answer"]["sentiment"], written["answer"]["category"]) == \
+        (result["answer"]["sentiment"], result["answer"]["category"])
+    assert written["review"]["action"] == "should_not_answer"
+    assert written["review"]["model_answer"] == result["answer"]
+    # The page shows the reviewed decision.
+    page.wait_for_selector("#result-title:has-text('as reviewed')")
+    assert page.locator("#decision [data-field=decision]").inner_text().split(maxsplit=1)[-1] == "not answerable"
+    assert page.errors == []
+
+
+def test_the_behaviour_sensor_then_requests_the_behaviour_job_and_no_knowledge_job(console):
+    assert len(feedback_lines(console)) == 3, "runs after the review tests"
     settings = console["settings"]
     knowledge_before = folder_version(settings.docs_dir), folder_version(settings.accounts_dir)
     sensors = console["sensors"]
     sensors.observe()
     requested = sensors.tick(behaviour_automation)
     assert {"behaviour_dataset", "support_adapter"} <= requested <= BEHAVIOUR
-    assert sensors.tick(knowledge_automation) == set()
+    # The knowledge sensor may request its sources' every-minute *observation* (when a minute boundary
+    # passed during the module); what must not happen is any knowledge materialisation.
+    assert sensors.tick(knowledge_automation) - SOURCES == set()
     assert (folder_version(settings.docs_dir), folder_version(settings.accounts_dir)) == knowledge_before
 
 
@@ -436,8 +468,9 @@ def test_knowledge_and_loop_pages_show_the_index_the_failures_and_the_reviews(co
 
     page.goto(console["url"] + "/loop")
     page.wait_for_selector("#l-recent tbody tr")
-    assert page.locator("#l-recent tbody tr").count() == 2
-    assert "2 reviewed examples not yet in the promoted adapter" in page.inner_text("#loop-banner")
+    assert page.locator("#l-recent tbody tr").count() == 3
+    assert "should_not_answer" in page.inner_text("#l-recent")
+    assert "3 reviewed examples not yet in the promoted adapter" in page.inner_text("#loop-banner")
     assert "none promoted" in page.inner_text("#l-adapter")
     assert "onerror=" in page.inner_text("#l-recent")  # the HTML ticket, as text
     assert page.locator("#l-recent img, #l-recent script").count() == 0

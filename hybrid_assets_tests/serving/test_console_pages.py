@@ -84,3 +84,33 @@ def test_cross_site_writes_are_refused_and_nothing_is_written(http):
     assert not (http.data / "behaviour" / FEEDBACK_FILE).exists()
     loop = http.get("/v1/console/loop").json()
     assert loop["reviewed"] == 0 and loop["pending"] == 0 and loop["promoted"] is None
+
+
+def test_the_loop_page_data_shows_the_promoted_adapters_gate_with_its_champion(http):
+    """The gate figures the console shows are the gate's own verdict, the champion check included: an
+    adapter whose lineage says it beat the base but not the adapter it replaced reads as failed."""
+    from hybrid_assets.behaviour.registry import REQUIRED_ADAPTER_FILES, AdapterRegistry
+    from hybrid_assets.settings import load_settings as settings_now
+
+    registry = AdapterRegistry(settings_now().adapters_dir)
+    staging = http.data / "staging"
+    staging.mkdir()
+    for name in REQUIRED_ADAPTER_FILES:
+        (staging / name).write_text("{}")
+    base = {"json_validity": 0.8, "category_accuracy": 0.2, "sentiment_accuracy": 0.2, "escalation_accuracy": 0.5,
+            "decision_accuracy": 0.3}
+    adapter = {name: value + 0.1 for name, value in base.items()}
+    champion = {name: value + 0.2 for name, value in base.items()}
+    version = registry.commit(staging, {"dataset_version": "d" * 64, "base_model": "tiny", "metrics": {
+        "eval_records": 32, "base": base, "adapter": adapter,
+        "champion": {"version_id": "20261201T000000Z-cafecafe", "metrics": champion}}})
+    registry.promote(version.version_id)
+
+    promoted = http.get("/v1/console/loop").json()["promoted"]
+
+    assert promoted["version_id"] == version.version_id and promoted["eval_records"] == 32
+    assert promoted["champion_version"] == "20261201T000000Z-cafecafe"
+    assert promoted["gate"]["passed"] is False
+    assert any(reason.startswith("champion: candidate mean") and "<" in reason for reason in promoted["gate"]["reasons"])
+    rows = {row["metric"]: row for row in promoted["metrics"]}
+    assert rows["category_accuracy"]["adapter"] == pytest.approx(0.3) and rows["category_accuracy"]["gated"]

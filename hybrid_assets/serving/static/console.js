@@ -417,6 +417,8 @@ async function startLoop() {
     pair(adapter, "Base model", promoted.base_model);
     pair(adapter, "Trained on data version", (promoted.dataset_version || "").slice(0, 16));
     pair(adapter, "Gate", promoted.gate ? `${promoted.gate.passed ? "passed" : "failed"} on ${promoted.eval_records ?? "?"} eval records` : "no figures in the lineage");
+    pair(adapter, "Replaced", promoted.champion_version || "nothing (first adapter in service)");
+    if (promoted.gate) pair(adapter, "Gate checks", promoted.gate.reasons.join(" · "));
     for (const row of promoted.metrics) {
       gate.append(el("tr", {}, el("td", { text: row.metric }), el("td", { text: fmt(row.base) }), el("td", { text: fmt(row.adapter) }),
         el("td", { text: row.gated ? (row.adapter > row.base || (row.adapter === 1 && row.base === 1) ? "beats base" : "does not beat base") : "reported" })));
