@@ -2,7 +2,7 @@
 benchmarks (MTRAG, ClapNQ, Banking77). Each subcommand writes its own section of benchmarks/RESULTS.md
 with the command that reproduces it and its run time.
 
-Every run uses its own embedded Weaviate (ports 8579/50579, temp data folder, stopped at the end), so
+Every run uses its own embedded Weaviate (ports 8779/50779, temp data folder, stopped at the end), so
 the live `data/weaviate` is never touched. Public datasets are read from a path you give (they are
 not part of the project): e.g. ../shared/benchmarks.
 
@@ -32,7 +32,7 @@ from benchmarks import common  # noqa: E402
 from benchmarks.common import machine, update_results  # noqa: E402
 from hybrid_assets.settings import apply_offline_env  # noqa: E402
 
-HTTP_PORT, GRPC_PORT = 8579, 50579
+HTTP_PORT, GRPC_PORT = 8779, 50779
 OUT = REPO / "benchmarks" / "RESULTS.md"
 REPORTS = REPO / "benchmarks" / "reports"
 

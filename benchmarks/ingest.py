@@ -1,6 +1,6 @@
 """Ingest benchmark: synthetic markdown corpus -> unstructured -> chunks -> local embeddings -> Weaviate.
 
-Starts its own embedded Weaviate server (temp data dir, ports 8379/50359, stopped at the end),
+Starts its own embedded Weaviate server (temp data dir, ports 8879/50879, stopped at the end),
 generates a deterministic corpus and measures:
 
 1. ingest throughput: end-to-end (scan + cold parse/chunk + index_documents), sync-only
@@ -40,7 +40,7 @@ from hybrid_assets.settings import apply_offline_env, load_settings  # noqa: E40
 
 apply_offline_env()
 
-HTTP_PORT, GRPC_PORT = 8379, 50359
+HTTP_PORT, GRPC_PORT = 8879, 50879
 MIN_LATENCY_CHUNKS = 10_000  # the latency figure is always taken over at least this many chunks
 SECTION_HEADING = "## Ingest (benchmarks/ingest.py)"
 SEED = 20240611

@@ -1,6 +1,6 @@
 """Serving benchmark: constrained vs unconstrained decoding, answer latency, and the HTTP API under load.
 
-Runs on a private copy of the sample data (its own embedded Weaviate on ports 8479/50479, stopped at
+Runs on a private copy of the sample data (its own embedded Weaviate on ports 8679/50679, stopped at
 the end), with the promoted adapter of ``data/adapters`` when there is one (else the base model):
 
 1. constrained-decoding tokens/s divided by unconstrained tokens/s on the same prompts (same model,
@@ -31,7 +31,7 @@ from benchmarks.common import machine, pct, private_stack, update_results  # noq
 from hybrid_assets.settings import apply_offline_env  # noqa: E402
 
 SECTION = "## Serving (benchmarks/serve.py)"
-HTTP_PORT, GRPC_PORT, API_PORT = 8479, 50479, 8497
+HTTP_PORT, GRPC_PORT, API_PORT = 8679, 50679, 8697  # clear of the test ports (8279+) other sessions use
 TICKETS = [json.loads(line) for line in (REPO / "data/serving/sample_tickets.jsonl").open()]
 EXTRA = [
     {"ticket": "How long do refunds for voided labels take?", "customer_id": None},
