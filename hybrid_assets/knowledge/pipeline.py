@@ -276,6 +276,19 @@ def activate_customer(client, settings: Settings, customer_id: str) -> bool:
     return True
 
 
+def _search_if_present(client, name: str, run) -> list[SearchHit]:
+    """``run()``, or no hits when the collection does not exist (nothing ingested yet). Asking first
+    would cost a round trip on every query; asking only when the query failed costs none."""
+    from weaviate.exceptions import WeaviateQueryError
+
+    try:
+        return run()
+    except WeaviateQueryError:
+        if client.collections.exists(name):
+            raise
+        return []
+
+
 def search(
     client,
     settings: Settings,
@@ -294,8 +307,8 @@ def search(
         raise ValueError(f"k must be >= 1, got {k}")
     vector = Embedder(settings.embedding_model).embed_query(query)
     name = knowledge_collection_name(settings.embedding_model)
-    shared = (hybrid_search(_for_reads(settings, client.collections.get(name)), query, vector, k, alpha)
-              if client.collections.exists(name) else [])
+    shared = _search_if_present(client, name, lambda: hybrid_search(
+        _for_reads(settings, client.collections.get(name)), query, vector, k, alpha))
     if not customer_id:
         return shared
     activate_customer(client, settings, customer_id)  # UnknownCustomer; a COLD tenant is loaded again

@@ -102,9 +102,12 @@ class Decoder:
             self.grammars.logits_processor(self.labels, citable)
 
     def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
-                 base_only: bool = False, answer_threshold: float | None = None) -> list[Generation]:
+                 base_only: bool = False, answer_threshold: float | None = None,
+                 step_times: list[float] | None = None) -> list[Generation]:
         """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model);
-        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own)."""
+        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own).
+        ``step_times``: when a list is given, the ``perf_counter`` time at which each token step finished
+        is appended (the first one includes the prompt's prefill): for benchmarks of the per-token cost."""
         import torch
 
         if len(conversations) != len(citable):
@@ -124,6 +127,7 @@ class Decoder:
                 logits_processor=self.processors(citable, gate),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                **({"stopping_criteria": [_StepClock(step_times)]} if step_times is not None else {}),
             )
         results = []
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -137,3 +141,18 @@ class Decoder:
                 generation = dataclasses.replace(generation, decision_probabilities=gate.probabilities[index])
             results.append(generation)
         return results
+
+
+class _StepClock:
+    """A stopping criterion that never stops: generate calls it once per step, after the new token."""
+
+    def __init__(self, times: list[float]):
+        self.times = times
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import time
+
+        import torch
+
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

@@ -39,3 +39,10 @@ def test_known_questions_find_their_document(client, settings, tmp_path):
     assert n >= 30
     assert top5 / n >= 0.9, misses
     assert top1 / n >= 0.75, misses
+
+
+def test_before_anything_is_ingested_a_search_finds_nothing_and_raises_nothing(client, settings):
+    # search() does not ask whether the collection exists before each query (a round trip per query):
+    # it asks only when the query failed, so a fresh server still answers "no hits".
+    assert not client.collections.list_all()
+    assert search(client, settings, "how do I void a label?", k=3) == []
