@@ -224,6 +224,21 @@ def assert_passage_opens(page, passage: dict, button: str) -> None:
         "/document?" + urlencode(query) + "#chunk-" + passage["chunk_id"]
 
 
+def review_in_page(page, console, button: str, action: str, line: int) -> dict:
+    """Click a review button as "Ana Reviewer"; the record must land as line ``line`` of the feedback
+    file, valid by the behaviour data's own validator. Returns the written record."""
+    page.fill("#reviewer", "Ana Reviewer")
+    with page.expect_response(lambda r: r.url.endswith("/v1/console/reviews")) as saved:
+        page.click(button)
+    assert saved.value.status == 201, saved.value.text()
+    page.wait_for_selector(f"#review-done:has-text('Saved {action}')")
+    lines = feedback_lines(console)
+    assert len(lines) == line
+    _, reason = parse_ticket_line(lines[-1], console["labels"], f"{FEEDBACK_FILE}:{line}")
+    assert reason is None, reason
+    return json.loads(lines[-1])
+
+
 def decision_control(labels: LabelSpace, schema: dict) -> tuple[str, str]:
     """(name of the decision field, the select value that means "it answers") for whichever schema this is."""
     name = next(field for field in DECISION_FIELDS if field in schema["properties"])
@@ -303,16 +318,7 @@ def test_approve_and_correct_land_in_the_feedback_file_with_a_valid_schema(conso
     page.goto(console["url"] + "/")
     page.wait_for_selector("#app:not([hidden])")
     page.evaluate("result => renderAnswer(result)", first)
-    page.fill("#reviewer", "Ana Reviewer")
-    with page.expect_response(lambda r: r.url.endswith("/v1/console/reviews")) as approved:
-        page.click("#approve")
-    assert approved.value.status == 201, approved.value.text()
-    page.wait_for_selector("#review-done:has-text('Saved approve')")
-    lines = feedback_lines(console)
-    assert len(lines) == 1
-    record, reason = parse_ticket_line(lines[0], labels, f"{FEEDBACK_FILE}:1")
-    assert reason is None, reason
-    written = json.loads(lines[0])
+    written = review_in_page(page, console, "#approve", "approve", line=1)
     assert written["ticket"] == TICKET and written["customer_id"] == "C1003"
     assert written["history"] == [{"role": "customer", "content": EARLIER_TURN}]
     assert written["answer"] == first["answer"]
@@ -381,19 +387,9 @@ def test_approve_and_correct_land_in_the_feedback_file_with_a_valid_schema(conso
 def test_should_not_have_answered_lands_as_the_honest_decision(console, page):
     """The third review action, in the page: whatever the model decided, the record written is the
     schema's not-answerable decision with nothing cited, and the labels the model chose stay."""
-    labels = console["labels"]
     assert len(feedback_lines(console)) == 2, "runs after the review test"
     result = answer_in_page(page, console, THIRD_TICKET)
-    page.fill("#reviewer", "Ana Reviewer")
-    with page.expect_response(lambda r: r.url.endswith("/v1/console/reviews")) as saved:
-        page.click("#should-not")
-    assert saved.value.status == 201, saved.value.text()
-    page.wait_for_selector("#review-done:has-text('Saved should_not_answer')")
-    lines = feedback_lines(console)
-    assert len(lines) == 3
-    record, reason = parse_ticket_line(lines[2], labels, f"{FEEDBACK_FILE}:3")
-    assert reason is None, reason
-    written = json.loads(lines[2])
+    written = review_in_page(page, console, "#should-not", "should_not_answer", line=3)
     assert written["ticket"] == THIRD_TICKET and written["customer_id"] is None
     assert written["answer"]["decision"] == "not_answerable" and written["answer"]["citations"] == []
     assert (written["answer"]["sentiment"], written["answer"]["category"]) == \
