@@ -33,7 +33,10 @@ from hybrid_assets_tests.pgserver import PostgresMissing, postgres_server
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
 DEPLOY_YAML = PROJECT_ROOT / "deploy" / "dagster-postgres.yaml"
-DAEMON_WAIT_S = 420  # a limit against hanging, not a timing assertion: ticks come every 30 s, runs take ~1 min here
+# A limit against hanging, not a timing assertion. Measured here (2 shared cores, load ~5): the daemon
+# phase takes ~5 min: a tick every 30 s, the observation due on the next minute's cron tick, then one
+# queued run at a time (run_queue: 1) whose multiprocess executor starts a Python process per step.
+DAEMON_WAIT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +154,11 @@ def test_the_automation_sensor_ticks_through_postgres(postgres, dagster_home, se
             if indexed and indexed[0].is_finished:
                 break
             if daemon.poll() is not None or time.monotonic() > deadline:
+                # a run left QUEUED means the QueuedRunCoordinator daemon did not dequeue it: say whether it ran
+                daemons = {name: status.healthy for name, status in instance.get_daemon_statuses().items()}
                 pytest.fail(f"no knowledge_index run from the sensor (daemon rc={daemon.poll()}, runs: "
-                            f"{[(r.job_name, r.status.value) for r in runs]}):\n"
+                            f"{[(r.job_name, r.status.value) for r in runs]}, run coordinator "
+                            f"{type(instance.run_coordinator).__name__}, daemons healthy: {daemons}):\n"
                             + (tmp_path / "daemon.log").read_text(errors="replace")[-3000:])
             time.sleep(3)
 

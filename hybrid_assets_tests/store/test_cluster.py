@@ -4,7 +4,11 @@ and the project pointed at it with WEAVIATE_URL.
 
 - Ingest and search run unchanged: the same chunks are stored, and the sample tickets retrieve the
   same documents as on the single embedded server.
-- A node killed mid-query: searches keep answering (reads at consistency ONE), with the same hits.
+- A node killed mid-query: searches keep answering (reads at consistency ONE): no error, k hits each,
+  only the asking customer's tenant, and most hits the same as before the kill. Not all: once the dead
+  node leaves the member list (~45 s after the kill), Weaviate 1.35.2 ranks hybrid results of the
+  same replicated shard differently (measured: on every live node, at ONE, QUORUM and ALL alike, 4 of
+  5 hits unchanged for the tickets that moved), so an exact list is not what the cluster promises.
 - A node killed mid-ingest (between two write batches): the ingest completes (writes at QUORUM: 2 of
   3 replicas) or fails with IndexingError; after the node rejoins, a rerun converges: stored ids =
   chunk ids, no duplicates, no stale chunks (the deleted ones do not come back with the rejoined node).
@@ -19,6 +23,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 
 import pytest
 from hybrid_assets.knowledge.documents import scan_documents
@@ -134,9 +139,9 @@ def test_a_node_killed_mid_query_searches_keep_answering(on_cluster, cluster):
         def keep_searching():
             with open_client(settings) as own:  # a client per thread, like one per API worker
                 while not stop.is_set():
-                    for (query, customer), expected in zip(QUERIES, baseline):
+                    for index, (query, customer) in enumerate(QUERIES):
                         try:
-                            answers.append(hit_keys(search(own, settings, query, customer_id=customer, k=5)) == expected)
+                            answers.append((index, hit_keys(search(own, settings, query, customer_id=customer, k=5))))
                         except Exception as exc:  # noqa: BLE001 - every failure is counted
                             errors.append(repr(exc))
 
@@ -153,8 +158,17 @@ def test_a_node_killed_mid_query_searches_keep_answering(on_cluster, cluster):
             stop.set()
             worker.join()
         assert errors == []
-        assert len(answers) >= before_kill + 3 * len(QUERIES) and all(answers)
+        assert len(answers) >= before_kill + 3 * len(QUERIES)
         assert VICTIM not in cluster.live_nodes()
+        assert all(hits == baseline[index] for index, hits in answers[:before_kill]), "unstable before the kill"
+        exact = 0
+        for index, hits in answers[before_kill:]:
+            customer = QUERIES[index][1]
+            assert len(hits) == 5 and {tenant for _, tenant in hits} <= {None, customer}, (QUERIES[index][0], hits)
+            same = sum((Counter(hits) & Counter(baseline[index])).values())
+            assert same >= 3, f"{QUERIES[index][0]!r}: {hits} vs {baseline[index]} before the kill"
+            exact += hits == baseline[index]
+        print(f"after the kill: {exact} of {len(answers) - before_kill} searches answered exactly as before")
 
     cluster.start_node(VICTIM)  # it rejoins: every member healthy again
     assert set(cluster.members().values()) == {"HEALTHY"}
