@@ -289,6 +289,24 @@ def _search_if_present(client, name: str, run) -> list[SearchHit]:
         return []
 
 
+def _search_tenant(client, settings: Settings, customer_id: str, run) -> list[SearchHit]:
+    """``run()`` on the customer's tenant, asking about the tenant only when the query failed.
+
+    The accounts collection activates a COLD tenant on access (``auto_tenant_activation``), so the
+    query itself is enough on the normal path. Reading tenants first would cost a round trip per query
+    and is a schema read that Weaviate serves through its raft leader: with the leader just killed it
+    stalls until a new one is elected, where the query does not. On failure: an unknown customer raises
+    ``UnknownCustomer``; a tenant that was deactivated without auto-activation is activated and asked again."""
+    from weaviate.exceptions import WeaviateQueryError
+
+    try:
+        return run()
+    except WeaviateQueryError:
+        if activate_customer(client, settings, customer_id):  # UnknownCustomer when there is no tenant
+            return run()
+        raise
+
+
 def search(
     client,
     settings: Settings,
@@ -311,9 +329,9 @@ def search(
         _for_reads(settings, client.collections.get(name)), query, vector, k, alpha))
     if not customer_id:
         return shared
-    activate_customer(client, settings, customer_id)  # UnknownCustomer; a COLD tenant is loaded again
     accounts = _for_reads(settings, client.collections.get(accounts_collection_name(settings.embedding_model)))
-    own = hybrid_search(accounts, query, vector, k, alpha, tenant=customer_id)
+    own = _search_tenant(client, settings, customer_id,
+                         lambda: hybrid_search(accounts, query, vector, k, alpha, tenant=customer_id))
     reserved = own[: min(tenant_slots, k)]
     rest = sorted(shared + own[len(reserved):], key=lambda hit: hit.score, reverse=True)[: k - len(reserved)]
     return sorted(reserved + rest, key=lambda hit: hit.score, reverse=True)
