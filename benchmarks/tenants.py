@@ -12,7 +12,7 @@ the end; or the server of WEAVIATE_URL when set, which must not hold our collect
    COLD tenant re-activates it on demand: its latency (first query) vs the next query, and it answers
    with the customer's own account.
 4. Back to the 24 customers (the ingest removes the other tenants): latency again (A'). The ratio
-   B / mean(A, A') is the figure; the goal is <= 2x.
+   B / min(A, A') is the figure (the faster reference: the stricter reading); the goal is <= 2x.
 
 Latency is measured two ways: ``pipeline.search`` with the customer id (what serving does: query
 embedding, shared knowledge, tenant lookup/re-activation, the tenant's own hybrid search), and the
@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         return pct(values, q)
 
     def ratio(kind: str, q: float) -> float:
-        return ms(lat_b[kind], q) / ((ms(lat_a[kind], q) + ms(lat_a2[kind], q)) / 2)
+        # against the faster of the two references: A runs right after the fresh ingest, while the
+        # server is still busy with it, and is the slower one in every run so far
+        return ms(lat_b[kind], q) / min(ms(lat_a[kind], q), ms(lat_a2[kind], q))
 
     rows = []
 
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ms(lat_a[kind], q):.1f}, {ms(lat_a2[kind], q):.1f} / {ms(lat_b[kind], q):.1f} / "
                 f"{ms(lat_all[kind], q):.1f} ms")
             value = ratio(kind, q)
-            row(f"{label} {name}, {args.tenants} / {args.small} tenants (B / mean(A, A'))", f"{value:.2f}",
+            row(f"{label} {name}, {args.tenants} / {args.small} tenants (B / min(A, A'))", f"{value:.2f}",
                 "≤ 2", value <= 2)
     row(f"Deactivate {len(changed)} tenants (COLD)", f"{deactivate_s:.1f}s")
     row(f"Query to a COLD tenant (re-activated on demand), p50 / p95, {args.cold_queries} tenants",
@@ -296,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{back['seconds']:.1f}s, {remaining} tenants left", str(args.small), remaining == args.small)
 
     where = "its own embedded Weaviate v1.35.2 (loopback, fresh temp data dir)" if pid else "the server of WEAVIATE_URL"
-    command = "`.venv/bin/python benchmarks/tenants.py" + (f" --tenants {args.tenants}" if args.tenants != 1000 else "") + "`"
+    given = [f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items()
+             if name != "out" and value != parser.get_default(name)]
+    command = "`" + " ".join([".venv/bin/python benchmarks/tenants.py", *given]) + "`"
     section = "\n".join([
         SECTION_HEADING,
         "",
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Latency: {args.queries} timed queries per figure after {WARMUP} warm-up, k=5, alpha 0.6, each a customer's "
         "question about its own account; every query must return the customer's own account (checked). A = "
         f"{args.small} tenants before growing, B = the same {args.small} tenants at {args.tenants}, A' = after "
-        "removing the others again; the ratio uses mean(A, A') so drift on the host cancels out.",
+        "removing the others again; the ratio is B / min(A, A'), the stricter reading.",
         f"- COLD: all but the {args.active} most recently queried tenants set INACTIVE (`set_tenant_activity`); "
         f"{args.cold_queries} of them then queried through `pipeline.search`, which re-activates the asked tenant only.",
         "",
