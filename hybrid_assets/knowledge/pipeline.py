@@ -13,7 +13,7 @@ from hybrid_assets.knowledge.accounts import Account, account_chunks, load_accou
 from hybrid_assets.knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_elements
 from hybrid_assets.knowledge.documents import DocumentRef, file_set_version, scan_documents
 from hybrid_assets.knowledge.manifest import record_accounts, record_documents
-from hybrid_assets.knowledge.indexing import SyncReport, sync_collection
+from hybrid_assets.knowledge.indexing import SyncReport, sync_collection, sync_tenants
 from hybrid_assets.knowledge.parsing import (
     PARSER_VERSION,
     ParseError,
@@ -154,12 +154,11 @@ def index_accounts(client, settings: Settings, accounts: list[Account]) -> dict[
     wanted = {a.customer_id for a in accounts}
     if missing := sorted(wanted - existing):
         collection.tenants.create([Tenant(name=name) for name in missing])
-    embedder = Embedder(settings.embedding_model)
-    reports = {}
+    desired = {}
     for account in accounts:
         chunks = account_chunks(account)
-        tenant = collection.with_tenant(account.customer_id)
-        reports[account.customer_id] = sync_collection(tenant, {chunks[0].doc_id: chunks}, embedder)
+        desired[account.customer_id] = {chunks[0].doc_id: chunks}
+    reports = sync_tenants(collection, desired, Embedder(settings.embedding_model))
     if obsolete := sorted(existing - wanted):  # after all writes: removal is the last step
         collection.tenants.remove(obsolete)
     return reports
