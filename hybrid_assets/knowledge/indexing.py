@@ -7,12 +7,15 @@ written (and the write checked) before any old chunk is deleted, so a failed wri
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 from hybrid_assets.knowledge.chunking import Chunk
 from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.store.collections import existing_chunk_ids
+
+logger = logging.getLogger(__name__)
 
 
 class IndexingError(RuntimeError):
@@ -123,6 +126,23 @@ def sync_tenants(
     return reports
 
 
+WRITE_ATTEMPTS, WRITE_RETRY_PAUSE_S = 2, 2.0
+
+
+def _insert_many(collection, objects, transient):
+    """One batch write, tried again once after a pause: when a replica dies mid-ingest the coordinator's
+    open streams are reset (gRPC RST_STREAM) although a quorum is still up. A retry is safe because a
+    batch write with our deterministic ids is an upsert."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            return collection.data.insert_many(objects)
+        except transient:
+            if attempt == WRITE_ATTEMPTS:
+                raise
+            logger.warning("batch write to %s failed; retrying in %.0f s", collection.name, WRITE_RETRY_PAUSE_S)
+            time.sleep(WRITE_RETRY_PAUSE_S)
+
+
 def apply_plan(collection, plan: SyncPlan, vectors: list[list[float]], batch_size: int = 200) -> SyncReport:
     """Write the plan's new chunks (checked), then delete its stale ones."""
     from weaviate.classes.data import DataObject
@@ -138,7 +158,7 @@ def apply_plan(collection, plan: SyncPlan, vectors: list[list[float]], batch_siz
             for c, v in zip(batch, vectors[start : start + batch_size])
         ]
         try:
-            result = collection.data.insert_many(objects)
+            result = _insert_many(collection, objects, WeaviateBaseError)
         except WeaviateBaseError as exc:
             raise IndexingError(f"writing to {collection.name} failed: {exc}; no old chunk was deleted") from exc
         if result.has_errors:

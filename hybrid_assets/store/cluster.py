@@ -113,6 +113,19 @@ class LocalCluster:
                 continue
         return {}
 
+    def raft_leader(self) -> str | None:
+        """The node that leads the schema's raft group now (``/v1/cluster/statistics``), or None."""
+        for node in (n for n in self.nodes if n.is_ready()):
+            try:
+                with urllib.request.urlopen(f"{node.url}/v1/cluster/statistics", timeout=5) as response:
+                    statistics = json.load(response).get("statistics") or []
+            except (OSError, ValueError):
+                continue
+            leaders = {s.get("leaderId") for s in statistics} - {None, ""}
+            if len(leaders) == 1:
+                return leaders.pop()
+        return None
+
     def wait_for_members(self, count: int, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
