@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hybrid_assets.models.constrained import GrammarCache
@@ -102,9 +103,12 @@ class Decoder:
             self.grammars.logits_processor(self.labels, citable)
 
     def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
-                 base_only: bool = False, answer_threshold: float | None = None) -> list[Generation]:
+                 base_only: bool = False, answer_threshold: float | None = None,
+                 stop: Callable[[], bool] | None = None) -> list[Generation]:
         """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model);
-        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own)."""
+        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own);
+        ``stop``: asked after every step, True ends the whole batch there (every row then reads as cut:
+        the API's scheduler uses it when every client of a batch has gone)."""
         import torch
 
         if len(conversations) != len(citable):
@@ -124,6 +128,7 @@ class Decoder:
                 logits_processor=self.processors(citable, gate),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                stopping_criteria=[_stop_when(stop)] if stop is not None else None,
             )
         results = []
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -137,3 +142,17 @@ class Decoder:
                 generation = dataclasses.replace(generation, decision_probabilities=gate.probabilities[index])
             results.append(generation)
         return results
+
+
+def _stop_when(predicate: Callable[[], bool]):
+    """A stopping criterion that ends every row at once. All rows, never some: a row stopped alone is
+    fed padding, which its grammar matcher would refuse, and it saves nothing (the batch's forward
+    pass keeps its shape)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopWhen(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), bool(predicate()), dtype=torch.bool, device=input_ids.device)
+
+    return StopWhen()
