@@ -11,7 +11,10 @@ Life of a request (``Slot``), each step under one lock:
   503 + ``Retry-After``, estimated from the measured batch time) - never an unbounded pile-up.
 - ``enqueue(slot, item)``: retrieval done (in the request's own thread), the request waits for a batch.
 - the worker takes up to ``batch_size`` waiting slots in arrival order; they are *running* now and their
-  queue places are free.
+  queue places are free. When the batch is not full and other requests are still in retrieval, it
+  waits for them up to ``gather_s`` (counted from the oldest waiting request): otherwise clients that
+  all resubmit when a batch ends would be split into a batch of the first one back and a batch of the
+  rest, alternately. A lone request (nothing in retrieval) starts at once.
 - ``cancel(slot)``: the client went away (or its request was cancelled). Reserved or waiting: the slot
   leaves the queue at once, its place is free and it is never generated. Running: static batching
   cannot take a row out of a batch that is generating (its rows share every forward pass), so the
@@ -35,6 +38,7 @@ BatchRunner = Callable[[list, Callable[[], bool]], Sequence]
 
 RESERVED, WAITING, RUNNING, DONE, CANCELLED = "reserved", "waiting", "running", "done", "cancelled"
 DEFAULT_BATCH_S = 10.0  # the Retry-After estimate before any batch was measured
+GATHER_S = 0.25  # at most this long a short batch waits for requests still in retrieval (~20-100 ms each)
 
 
 class QueueFull(Exception):
@@ -70,12 +74,14 @@ class BatchRecord:
 
 
 class BatchScheduler:
-    def __init__(self, run_batch: BatchRunner, batch_size: int = 8, queue_size: int = 64, history: int = 64):
+    def __init__(self, run_batch: BatchRunner, batch_size: int = 8, queue_size: int = 64, history: int = 64,
+                 gather_s: float = GATHER_S):
         if batch_size < 1 or queue_size < 1:
             raise ValueError(f"batch_size and queue_size must be >= 1, got {batch_size} and {queue_size}")
         self.run_batch = run_batch
         self.batch_size = batch_size
         self.queue_size = queue_size
+        self.gather_s = gather_s
         self._lock = threading.Condition()
         self._reserved: set[Slot] = set()
         self._waiting: deque[Slot] = deque()
@@ -114,8 +120,14 @@ class BatchScheduler:
 
     def _take_batch(self) -> list[Slot] | None:
         with self._lock:
-            while not self._waiting and not self._stopping:
-                self._lock.wait()
+            while not self._stopping:
+                if not self._waiting:
+                    self._lock.wait()
+                    continue
+                waited = time.monotonic() - self._waiting[0].enqueued_at
+                if len(self._waiting) >= self.batch_size or not self._reserved or waited >= self.gather_s:
+                    break
+                self._lock.wait(self.gather_s - waited)  # enqueue() and cancel() wake it earlier
             if self._stopping:
                 return None
             batch = []
@@ -187,6 +199,7 @@ class BatchScheduler:
         with self._lock:
             if slot.state == RESERVED:
                 self._reserved.discard(slot)
+                self._lock.notify()  # a short batch may have been waiting for this one
             elif slot.state == WAITING:
                 self._waiting.remove(slot)
             elif slot.state == RUNNING:
