@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field, field_validator
@@ -59,6 +58,7 @@ PROTECTED_PREFIX = "/v1"
 DOCS_STATIC_URL = "/docs-static"
 RETRY_AFTER_S = 10  # what a client or load balancer is told to wait while Weaviate is down
 DISCONNECT_POLL_S = 0.25  # how often a request waiting for its batch checks that its client is still there
+RETRIEVAL_THREADS = 2  # requests retrieving at once; the others wait (their queue places are taken)
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; never reaches the client
 
 
@@ -238,6 +238,9 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     # /healthz reads Weaviate's readiness in threads of its own: the shared thread pool may be busy with
     # the retrievals of many waiting requests, and a health check must not queue behind them.
     health_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="healthz")
+    # Retrieval (query embedding + hybrid search) is CPU work: more threads than cores only fight for
+    # the GIL, and 50 at once stalled the event loop (and /healthz) for over a second here.
+    retrieval_pool = ThreadPoolExecutor(max_workers=RETRIEVAL_THREADS, thread_name_prefix="retrieval")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -252,6 +255,7 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         finally:
             app.state.scheduler.stop()
             health_pool.shutdown(wait=False, cancel_futures=True)
+            retrieval_pool.shutdown(wait=False, cancel_futures=True)
             app.state.client.close()
 
     app = FastAPI(title="hybrid_assets", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -342,8 +346,8 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
         try:
             payload = {"ticket": ticket, "customer_id": customer_id, "history": history}
-            prepared = await run_in_threadpool(engine_call, lambda: request.app.state.engine.prepare(
-                request.app.state.client, payload))
+            prepared = await asyncio.get_running_loop().run_in_executor(
+                retrieval_pool, engine_call, lambda: request.app.state.engine.prepare(request.app.state.client, payload))
             waiting = asyncio.wrap_future(scheduler.enqueue(slot, prepared))
             while True:
                 done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
