@@ -156,6 +156,11 @@ class Settings:
     # so a sync always sees its own last write (QUORUM + QUORUM overlap in at least one replica).
     weaviate_read_consistency: str = "ONE"
     weaviate_write_consistency: str = "QUORUM"
+    # The API's batching scheduler (serving/batcher.py): requests that arrive while a generation runs
+    # join the next batch, up to serve_batch_size rows; at most serve_queue_size requests wait (more
+    # are answered 503 + Retry-After instead of piling up).
+    serve_batch_size: int = 8
+    serve_queue_size: int = 64
 
     @property
     def docs_dir(self) -> Path:
@@ -217,6 +222,8 @@ def load_settings() -> Settings:
         weaviate_shards=_at_least_one("HYBRID_WEAVIATE_SHARDS", values),
         weaviate_read_consistency=_consistency("HYBRID_WEAVIATE_READ_CONSISTENCY", "ONE", values),
         weaviate_write_consistency=_consistency("HYBRID_WEAVIATE_WRITE_CONSISTENCY", "QUORUM", values),
+        serve_batch_size=_at_least_one("HYBRID_SERVE_BATCH_SIZE", values, "8"),
+        serve_queue_size=_at_least_one("HYBRID_SERVE_QUEUE_SIZE", values, "64"),
     )
 
 
@@ -230,8 +237,8 @@ def _consistency(var: str, default: str, values: dict[str, str]) -> str:
     return level
 
 
-def _at_least_one(var: str, values: dict[str, str]) -> int:
-    number = _number(var, "1", int, values)
+def _at_least_one(var: str, values: dict[str, str], default: str = "1") -> int:
+    number = _number(var, default, int, values)
     if number < 1:
         raise SettingsError(f"{var} must be >= 1, got {number}")
     return number

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hybrid_assets.models.constrained import GrammarCache
@@ -103,11 +104,13 @@ class Decoder:
 
     def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
                  base_only: bool = False, answer_threshold: float | None = None,
-                 step_times: list[float] | None = None) -> list[Generation]:
+                 stop: Callable[[], bool] | None = None, step_times: list[float] | None = None) -> list[Generation]:
         """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model);
-        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own).
-        ``step_times``: when a list is given, the ``perf_counter`` time at which each token step finished
-        is appended (the first one includes the prompt's prefill): for benchmarks of the per-token cost."""
+        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own);
+        ``stop``: asked after every step, True ends the whole batch there (every row then reads as cut:
+        the API's scheduler uses it when every client of a batch has gone); ``step_times``: when a list
+        is given, the ``perf_counter`` time at which each step finished is appended (the first one
+        includes the prompt's prefill): for benchmarks of the per-token cost."""
         import torch
 
         if len(conversations) != len(citable):
@@ -127,7 +130,7 @@ class Decoder:
                 logits_processor=self.processors(citable, gate),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
-                **({"stopping_criteria": [_StepClock(step_times)]} if step_times is not None else {}),
+                stopping_criteria=[_step_hook(stop, step_times)] if stop or step_times is not None else None,
             )
         results = []
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -143,16 +146,21 @@ class Decoder:
         return results
 
 
-class _StepClock:
-    """A stopping criterion that never stops: generate calls it once per step, after the new token."""
+def _step_hook(stop: Callable[[], bool] | None, step_times: list[float] | None):
+    """A stopping criterion, called once per step after the new token: records the step's time (when
+    asked) and ends every row at once when ``stop()`` says so. All rows, never some: a row stopped alone
+    is fed padding, which its grammar matcher would refuse, and it saves nothing (the batch's forward
+    pass keeps its shape)."""
+    import time
 
-    def __init__(self, times: list[float]):
-        self.times = times
+    import torch
+    from transformers import StoppingCriteria
 
-    def __call__(self, input_ids, scores, **kwargs):
-        import time
+    class StepHook(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            if step_times is not None:
+                step_times.append(time.perf_counter())
+            done = bool(stop()) if stop is not None else False
+            return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
-        import torch
-
-        self.times.append(time.perf_counter())
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    return StepHook()

@@ -12,7 +12,16 @@ Order of checks for a request, each answered before the next one runs:
    soon as the bytes counted while they arrive cross the limit (the rest is never read; the connection
    is closed).
 2. Body validation -> 422 naming the field (a whitespace-only ``ticket`` included).
-3. The engine: an unknown customer -> 404; Weaviate unreachable -> 503 with ``Retry-After``.
+3. The batching scheduler (``serving/batcher.py``): a queue place is taken before retrieval; with
+   ``HYBRID_SERVE_QUEUE_SIZE`` requests already waiting -> 503 with ``Retry-After`` and a JSON error.
+4. The engine: retrieval in the request's thread (an unknown customer -> 404; Weaviate unreachable ->
+   503 with ``Retry-After``), then the request waits for the next batch (up to
+   ``HYBRID_SERVE_BATCH_SIZE`` rows, one worker thread owns the model). A client that disconnects
+   while it waits leaves the queue and is never generated; one that disconnects while its batch runs
+   gets nothing, its row finishes with the batch (or the batch stops early when every client left).
+
+``/v1/answer`` and ``/v1/chat/completions`` (streaming too: it streams the batched answer) go through
+the scheduler; the agent console answers through the engine directly (one request per reviewer).
 
 ``/healthz`` answers 503 (saying what is down) while Weaviate is not ready, so a load balancer stops
 routing to this instance. The docs pages load Swagger UI / ReDoc from files served by this app (the
@@ -21,14 +30,16 @@ routing to this instance. The docs pages load Swagger UI / ReDoc from files serv
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
@@ -36,6 +47,7 @@ from hybrid_assets.behaviour.registry import AdapterRegistry
 from hybrid_assets.knowledge.pipeline import UnknownCustomer
 from hybrid_assets.schema import answer_json_schema, response_model
 from hybrid_assets.serving import console, openai_compat
+from hybrid_assets.serving.batcher import BatchScheduler, QueueFull, SchedulerStopped
 from hybrid_assets.serving.engine import AnswerEngine, load_labels
 from hybrid_assets.settings import Settings, env_value, load_settings
 from hybrid_assets.store.client import connect
@@ -45,6 +57,13 @@ MAX_BODY_BYTES = 32 * 1024
 PROTECTED_PREFIX = "/v1"
 DOCS_STATIC_URL = "/docs-static"
 RETRY_AFTER_S = 10  # what a client or load balancer is told to wait while Weaviate is down
+DISCONNECT_POLL_S = 0.25  # how often a request waiting for its batch checks that its client is still there
+RETRIEVAL_THREADS = 2  # requests retrieving at once; the others wait (their queue places are taken)
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; never reaches the client
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
 
 
 class Turn(BaseModel):
@@ -216,13 +235,27 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         guards: list[str]
         retrieved: list[RetrievedChunk]
 
+    # /healthz reads Weaviate's readiness in threads of its own: the shared thread pool may be busy with
+    # the retrievals of many waiting requests, and a health check must not queue behind them.
+    health_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="healthz")
+    # Retrieval (query embedding + hybrid search) is CPU work: more threads than cores only fight for
+    # the GIL, and 50 at once stalled the event loop (and /healthz) for over a second here.
+    retrieval_pool = ThreadPoolExecutor(max_workers=RETRIEVAL_THREADS, thread_name_prefix="retrieval")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.engine = engine or AnswerEngine(settings, labels)
         app.state.client = connect(settings)
+        # Late-bound, so a test may swap app.state.engine; the worker thread is the model's only user here.
+        app.state.scheduler = BatchScheduler(lambda items, stop: app.state.engine.answer_prepared(items, stop),
+                                             settings.serve_batch_size, settings.serve_queue_size)
+        app.state.scheduler.start()
         try:
             yield
         finally:
+            app.state.scheduler.stop()
+            health_pool.shutdown(wait=False, cancel_futures=True)
+            retrieval_pool.shutdown(wait=False, cancel_futures=True)
             app.state.client.close()
 
     app = FastAPI(title="hybrid_assets", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -264,10 +297,13 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
 
     # -- API ----------------------------------------------------------------------------------------
     @app.get("/healthz")
-    def healthz(request: Request):
-        ready = is_ready(weaviate_url, timeout=2)
+    async def healthz(request: Request):
+        ready = await asyncio.get_running_loop().run_in_executor(health_pool, is_ready, weaviate_url, 2)
         body = {"status": "ok" if ready else "unavailable", "weaviate_ready": ready,
                 "adapter_version": request.app.state.engine.adapter_version}
+        scheduler = getattr(request.app.state, "scheduler", None)
+        if scheduler is not None:
+            body["queue"] = scheduler.snapshot()
         if ready:
             return body
         body["detail"] = f"Weaviate at {weaviate_url} is not ready: answers cannot be served"
@@ -297,15 +333,47 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
                 ) from None
             raise
 
-    def run_engine(request: Request, ticket: str, customer_id: str | None, history: list[dict]):
-        """One answer from the engine, with the API's error mapping."""
-        return engine_call(lambda: request.app.state.engine.answer(request.app.state.client, ticket, customer_id,
-                                                                   history))
+    async def answer_in_batch(request: Request, ticket: str, customer_id: str | None, history: list[dict]):
+        """One answer through the batching scheduler, with the API's error mapping; ``ClientGone`` when
+        the client disconnects first (its queue place is freed, it is not generated)."""
+        scheduler: BatchScheduler = request.app.state.scheduler
+        try:
+            slot = scheduler.reserve()
+        except QueueFull as exc:
+            raise HTTPException(status_code=503, detail=str(exc),
+                                headers={"Retry-After": str(exc.retry_after_s)}) from None
+        except SchedulerStopped as exc:
+            raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        try:
+            payload = {"ticket": ticket, "customer_id": customer_id, "history": history}
+            prepared = await asyncio.get_running_loop().run_in_executor(
+                retrieval_pool, engine_call, lambda: request.app.state.engine.prepare(request.app.state.client, payload))
+            waiting = asyncio.wrap_future(scheduler.enqueue(slot, prepared))
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    break
+                if await request.is_disconnected():
+                    raise ClientGone()
+            try:
+                result = waiting.result()
+            except SchedulerStopped as exc:
+                raise HTTPException(status_code=503, detail=str(exc),
+                                    headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        except BaseException:  # client gone, request cancelled, retrieval failed: free the place
+            scheduler.cancel(slot)
+            raise
+        result.queue_ms = (slot.started_at - slot.enqueued_at) * 1000
+        return result
 
     @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(bearer)])
-    def answer(body: AnswerRequest, request: Request):
+    async def answer(body: AnswerRequest, request: Request):
         history = [{"role": t.role, "content": t.content} for t in body.history]
-        return run_engine(request, body.ticket, body.customer_id, history).to_dict()
+        try:
+            result = await answer_in_batch(request, body.ticket, body.customer_id, history)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return result.to_dict()
 
     # -- the OpenAI shape (serving/openai_compat.py) ------------------------------------------------------
     openai_compat.install_error_shape(app)
@@ -324,16 +392,17 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         return answer_json_schema(labels)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(bearer)])
-    def chat_completions(body: openai_compat.ChatCompletionRequest, request: Request):
+    async def chat_completions(body: openai_compat.ChatCompletionRequest, request: Request):
         openai_compat.check_model(body.model, promoted_version())
         openai_compat.check_response_format(body.response_format, labels)
         ticket, history = openai_compat.ticket_and_history(body.messages)
-        result = run_engine(request, ticket, body.customer_id, history)
+        try:
+            result = await answer_in_batch(request, ticket, body.customer_id, history)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         model = openai_compat.served_model_id(result.adapter_version)
-        if body.stream:
-            _, decoder = request.app.state.engine.loaded() if hasattr(request.app.state.engine, "loaded") \
-                else (None, None)
-            return openai_compat.stream_body(result, model, decoder.tokenizer if decoder else None)
+        if body.stream:  # the batched, checked answer, sent as chunks (the tokenizer is loaded by now)
+            return openai_compat.stream_body(result, model, getattr(request.app.state.engine, "tokenizer", None))
         return openai_compat.completion_body(result, model)
 
     # -- the agent console (serving/console.py): pages at /, /knowledge, /loop; its API under /v1/console ---

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,13 @@ from hybrid_assets.scoring import decisions_of
 from hybrid_assets.serving.retrieval import Retrieved, retrieve
 from hybrid_assets.settings import Settings, apply_offline_env
 from hybrid_assets.store.collections import knowledge_collection_name
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to generate: what was retrieved for it and the conversation the model reads."""
+    retrieved: Retrieved
+    conversation: list[dict]
 
 
 @dataclass
@@ -42,6 +50,8 @@ class AnswerResult:
     decided: dict = field(default_factory=dict)
     complete: bool = True  # False when the token budget cut the answer
     prompt_tokens: int = 0
+    text: str = ""  # what the model generated (before the grounding checks)
+    queue_ms: float | None = None  # time waiting for a batch (set by the API's scheduler)
 
     def to_dict(self) -> dict:
         return {
@@ -49,7 +59,8 @@ class AnswerResult:
             "sources": self.sources,
             "adapter_version": self.adapter_version,
             "collection": self.collection,
-            "timing_ms": {"retrieval": round(self.retrieval_ms, 1), "generation": round(self.generation_ms, 1)},
+            "timing_ms": {"retrieval": round(self.retrieval_ms, 1), "generation": round(self.generation_ms, 1),
+                          **({"queue": round(self.queue_ms, 1)} if self.queue_ms is not None else {})},
             "generated_tokens": self.generated_tokens,
             "dropped_citations": self.dropped_citations,
             "guards": self.guards,
@@ -91,7 +102,8 @@ def truncated_answer(decided: dict, labels: LabelSpace) -> dict:
 
 
 class AnswerEngine:
-    """Thread-safe; one generation at a time (a 2-core CPU gains nothing from more)."""
+    """Thread-safe; one generation (one batch) at a time. Concurrent API requests are batched by
+    ``serving/batcher.py`` before they get here."""
     def __init__(self, settings: Settings, labels: LabelSpace, k: int = 4, max_new_tokens: int = 512,
                  use_adapter: bool = True, adapter_dir: Path | None = None):
         self.settings = settings
@@ -157,11 +169,12 @@ class AnswerEngine:
         return self._model, self._decoder
 
     # -- answering ---------------------------------------------------------------------------
-    def generate(self, conversations: list[list[dict]], citable: list[tuple[str, ...]]) -> list[Generation]:
+    def generate(self, conversations: list[list[dict]], citable: list[tuple[str, ...]],
+                 stop: Callable[[], bool] | None = None) -> list[Generation]:
         """One batch through the shared decoding path (``models/generation.py``), with the promoted
         adapter, or the base model when none is promoted."""
         return self._decoder.generate(self._model, conversations, citable, base_only=self._adapter_version is None,
-                                      answer_threshold=self._answer_threshold)
+                                      answer_threshold=self._answer_threshold, stop=stop)
 
     @property
     def answer_threshold(self) -> float | None:
@@ -183,28 +196,49 @@ class AnswerEngine:
                 raise ValueError("ticket text is empty")
         if contexts is not None and len(contexts) != len(requests):
             raise ValueError("contexts must have one entry per request")
-        retrieved = contexts if contexts is not None else [
-            retrieve(client, self.settings, r["ticket"], r.get("customer_id"), self.k) if retrieval
-            else Retrieved([], {}, 0.0)
-            for r in requests
-        ]
-        conversations = [
-            build_messages(r["ticket"], got.passages, self.labels, r.get("customer_id"), r.get("history"))
-            for r, got in zip(requests, retrieved)
-        ]
+        prepared = [self.prepare(client, r, retrieval, contexts[i] if contexts is not None else None)
+                    for i, r in enumerate(requests)]
         results: list[AnswerResult] = []
+        with self._lock:  # one adapter version for the whole call
+            self._ensure_base()
+            self._sync_adapter()
+            for start in range(0, len(prepared), batch_size):
+                results.extend(self._generate_batch(prepared[start:start + batch_size]))
+        return results
+
+    def prepare(self, client, request: dict, retrieval: bool = True, context: Retrieved | None = None) -> Prepared:
+        """Retrieval and prompt for one request (``{ticket, customer_id?, history?}``): no model, no lock,
+        so the API runs it in the request's own thread before the request joins a batch."""
+        if not request.get("ticket") or not request["ticket"].strip():
+            raise ValueError("ticket text is empty")
+        if context is None:
+            context = (retrieve(client, self.settings, request["ticket"], request.get("customer_id"), self.k)
+                       if retrieval else Retrieved([], {}, 0.0))
+        conversation = build_messages(request["ticket"], context.passages, self.labels, request.get("customer_id"),
+                                      request.get("history"))
+        return Prepared(context, conversation)
+
+    def answer_prepared(self, prepared: list[Prepared], stop: Callable[[], bool] | None = None) -> list[AnswerResult]:
+        """One batch of prepared requests, each with its own grammar (its citable ids) and its own result:
+        what the API's scheduler (``serving/batcher.py``) calls. ``stop`` ends the batch early
+        (``Decoder.generate``)."""
         with self._lock:
             self._ensure_base()
             self._sync_adapter()
-            version = self._adapter_version
-            for start in range(0, len(requests), batch_size):
-                batch = slice(start, start + batch_size)
-                started = time.perf_counter()
-                generated = self.generate(conversations[batch], [tuple(got.hits) for got in retrieved[batch]])
-                seconds = (time.perf_counter() - started) / len(generated)  # per answer, amortised
-                for got, generation in zip(retrieved[batch], generated):
-                    results.append(self._finish(generation, got, seconds, version))
-        return results
+            return self._generate_batch(prepared, stop)
+
+    def _generate_batch(self, prepared: list[Prepared], stop: Callable[[], bool] | None = None) -> list[AnswerResult]:
+        started = time.perf_counter()
+        generated = self.generate([p.conversation for p in prepared], [tuple(p.retrieved.hits) for p in prepared],
+                                  stop)
+        seconds = (time.perf_counter() - started) / len(generated)  # per answer, amortised
+        return [self._finish(generation, p.retrieved, seconds, self._adapter_version)
+                for p, generation in zip(prepared, generated)]
+
+    @property
+    def tokenizer(self):
+        """The loaded tokenizer (None before the first generation); read without the lock."""
+        return self._decoder.tokenizer if self._decoder is not None else None
 
     def _finish(self, generation: Generation, retrieved: Retrieved, generation_s: float, version) -> AnswerResult:
         if generation.complete:
@@ -233,6 +267,7 @@ class AnswerEngine:
             decided=decisions_of(answer) if generation.complete else dict(generation.decided),
             complete=generation.complete,
             prompt_tokens=generation.prompt_tokens,
+            text=generation.text,
             retrieved=[{"id": i, "doc_id": h.doc_id, "chunk_id": h.chunk_id, "tenant": h.tenant,
                         "similarity": round(h.similarity, 4) if h.similarity is not None else None}
                        for i, h in retrieved.hits.items()],
