@@ -23,8 +23,7 @@ import pytest
 
 from hybrid_assets.schema import parse_answer
 from hybrid_assets.serving.engine import load_labels
-from hybrid_assets.settings import PROJECT_ROOT, load_settings
-from hybrid_assets_tests.conftest import TEST_GRPC_PORT, TEST_HTTP_PORT
+from hybrid_assets.settings import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
