@@ -158,8 +158,9 @@ class Settings:
     weaviate_write_consistency: str = "QUORUM"
     # The API's batching scheduler (serving/batcher.py): requests that arrive while a generation runs
     # join the next batch, up to serve_batch_size rows; at most serve_queue_size requests wait (more
-    # are answered 503 + Retry-After instead of piling up).
-    serve_batch_size: int = 8
+    # are answered 503 + Retry-After instead of piling up). None ("auto", the default): chosen for the
+    # device when serving starts (``models.base_model.default_serve_batch_size``: 8 on CPU, 32 on CUDA).
+    serve_batch_size: int | None = None
     serve_queue_size: int = 64
 
     @property
@@ -222,7 +223,8 @@ def load_settings() -> Settings:
         weaviate_shards=_at_least_one("HYBRID_WEAVIATE_SHARDS", values),
         weaviate_read_consistency=_consistency("HYBRID_WEAVIATE_READ_CONSISTENCY", "ONE", values),
         weaviate_write_consistency=_consistency("HYBRID_WEAVIATE_WRITE_CONSISTENCY", "QUORUM", values),
-        serve_batch_size=_at_least_one("HYBRID_SERVE_BATCH_SIZE", values, "8"),
+        serve_batch_size=(None if (values.get("HYBRID_SERVE_BATCH_SIZE") or "auto").strip().lower() == "auto"
+                          else _at_least_one("HYBRID_SERVE_BATCH_SIZE", values)),
         serve_queue_size=_at_least_one("HYBRID_SERVE_QUEUE_SIZE", values, "64"),
     )
 

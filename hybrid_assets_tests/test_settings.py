@@ -83,3 +83,20 @@ def test_a_bad_number_names_the_variable(monkeypatch):
 
 def test_the_test_suite_runs_on_defaults_not_a_developers_dotenv():
     assert Path(env_value("HYBRID_ENV_FILE") or "").name == "no-dotenv-in-tests"
+
+
+def test_the_serving_batch_size_is_auto_by_default_and_chosen_for_the_device(monkeypatch):
+    from hybrid_assets.models.base_model import default_serve_batch_size
+
+    monkeypatch.delenv("HYBRID_SERVE_BATCH_SIZE", raising=False)
+    assert load_settings().serve_batch_size is None  # "auto": serving picks it when it starts
+    import torch
+
+    assert default_serve_batch_size() == (32 if torch.cuda.is_available() else 8)
+    monkeypatch.setenv("HYBRID_SERVE_BATCH_SIZE", "AUTO")
+    assert load_settings().serve_batch_size is None
+    monkeypatch.setenv("HYBRID_SERVE_BATCH_SIZE", "4")
+    assert load_settings().serve_batch_size == 4
+    monkeypatch.setenv("HYBRID_SERVE_BATCH_SIZE", "0")
+    with pytest.raises(SettingsError, match="HYBRID_SERVE_BATCH_SIZE"):
+        load_settings()

@@ -110,6 +110,13 @@ def device():
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def default_serve_batch_size() -> int:
+    """Rows per generation batch when HYBRID_SERVE_BATCH_SIZE is "auto": on 2 CPU cores a batch of 8
+    already costs more per row than it saves (benchmarks/RESULTS.md); a GPU's forward pass is nearly
+    free per extra row until memory or compute saturates, and a 135M model's KV cache is small."""
+    return 32 if device().type == "cuda" else 8
+
+
 def compute_dtype():
     """bf16 where the hardware has fast bf16 matmuls (CUDA with bf16, CPUs with AMX/AVX512-BF16
     via oneDNN); float32 otherwise, because emulated bf16 is slower than float32."""

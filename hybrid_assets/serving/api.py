@@ -47,6 +47,7 @@ from hybrid_assets.behaviour.registry import AdapterRegistry
 from hybrid_assets.knowledge.pipeline import UnknownCustomer
 from hybrid_assets.schema import answer_json_schema, response_model
 from hybrid_assets.serving import console, openai_compat
+from hybrid_assets.models.base_model import default_serve_batch_size
 from hybrid_assets.serving.batcher import BatchScheduler, QueueFull, SchedulerStopped
 from hybrid_assets.serving.engine import AnswerEngine, load_labels
 from hybrid_assets.settings import Settings, env_value, load_settings
@@ -248,7 +249,8 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         app.state.client = connect(settings)
         # Late-bound, so a test may swap app.state.engine; the worker thread is the model's only user here.
         app.state.scheduler = BatchScheduler(lambda items, stop: app.state.engine.answer_prepared(items, stop),
-                                             settings.serve_batch_size, settings.serve_queue_size)
+                                             settings.serve_batch_size or default_serve_batch_size(),
+                                             settings.serve_queue_size)
         app.state.scheduler.start()
         try:
             yield
