@@ -3,6 +3,7 @@ ports with a throw-away data folder; each test starts from empty collections."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -45,6 +46,25 @@ def weaviate_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@contextlib.contextmanager
+def on_test_weaviate(data: Path):
+    """For module-scoped fixtures (``settings`` below is per test): the environment pointed at ``data``
+    and the session's test Weaviate, no token, the collections emptied; yields (settings, client) and
+    restores the environment at the end."""
+    from hybrid_assets.store.client import open_client
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HYBRID_DATA_DIR", str(data))
+        patch.setenv("WEAVIATE_HTTP_PORT", TEST_HTTP_PORT)
+        patch.setenv("WEAVIATE_GRPC_PORT", TEST_GRPC_PORT)
+        patch.delenv("WEAVIATE_URL", raising=False)
+        patch.delenv("HYBRID_API_TOKEN", raising=False)
+        settings = load_settings()
+        with open_client(settings, start_embedded=False) as client:
+            client.collections.delete_all()
+            yield settings, client
 
 
 @pytest.fixture

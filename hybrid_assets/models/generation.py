@@ -130,7 +130,7 @@ class Decoder:
                 logits_processor=self.processors(citable, gate),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
-                stopping_criteria=[_step_hook(stop, step_times)] if stop or step_times is not None else None,
+                stopping_criteria=[_step_hook(stop, step_times)] if stop is not None or step_times is not None else None,
             )
         results = []
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()

@@ -26,7 +26,7 @@ import pytest
 
 from hybrid_assets.schema import parse_answer
 from hybrid_assets.settings import PROJECT_ROOT, load_settings
-from hybrid_assets_tests.conftest import TEST_GRPC_PORT, TEST_HTTP_PORT
+from hybrid_assets_tests.conftest import on_test_weaviate
 
 pytestmark = pytest.mark.integration
 
@@ -44,23 +44,14 @@ def stack(weaviate_server, tmp_path_factory):
     """The sample company indexed in the test Weaviate server, one engine (the base model), a data copy."""
     from hybrid_assets.knowledge.pipeline import ingest_knowledge
     from hybrid_assets.serving.engine import AnswerEngine, load_labels
-    from hybrid_assets.store.client import open_client
 
     data = tmp_path_factory.mktemp("batching") / "data"
     for part in ("knowledge/docs", "knowledge/accounts", "behaviour"):
         shutil.copytree(PROJECT_ROOT / "data" / part, data / part)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HYBRID_DATA_DIR", str(data))
-        patch.setenv("WEAVIATE_HTTP_PORT", TEST_HTTP_PORT)
-        patch.setenv("WEAVIATE_GRPC_PORT", TEST_GRPC_PORT)
-        patch.delenv("WEAVIATE_URL", raising=False)
-        patch.delenv("HYBRID_API_TOKEN", raising=False)
-        settings = load_settings()
-        with open_client(settings, start_embedded=False) as client:
-            client.collections.delete_all()
-            assert not ingest_knowledge(client, settings).chunking.failures
-            engine = AnswerEngine(settings, load_labels(settings), k=4, max_new_tokens=MAX_NEW_TOKENS)
-            yield settings, client, engine
+    with on_test_weaviate(data) as (settings, client):
+        assert not ingest_knowledge(client, settings).chunking.failures
+        engine = AnswerEngine(settings, load_labels(settings), k=4, max_new_tokens=MAX_NEW_TOKENS)
+        yield settings, client, engine
 
 
 def test_batched_answers_are_identical_to_the_answers_alone(stack):

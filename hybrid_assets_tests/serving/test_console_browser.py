@@ -40,8 +40,8 @@ from hybrid_assets.knowledge.manifest import read_manifest
 from hybrid_assets.schema import LabelSpace
 from hybrid_assets.serving.console import CONTENT_SECURITY_POLICY
 from hybrid_assets.serving.feedback import DECISION_FIELDS, FEEDBACK_FILE
-from hybrid_assets.settings import PROJECT_ROOT, load_settings
-from hybrid_assets_tests.conftest import TEST_GRPC_PORT, TEST_HTTP_PORT
+from hybrid_assets.settings import PROJECT_ROOT
+from hybrid_assets_tests.conftest import on_test_weaviate
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +113,6 @@ def console(weaviate_server, tmp_path_factory):
     from hybrid_assets.knowledge.pipeline import ingest_knowledge
     from hybrid_assets.serving.api import create_app
     from hybrid_assets.serving.engine import AnswerEngine, load_labels
-    from hybrid_assets.store.client import open_client
 
     data = tmp_path_factory.mktemp("console") / "data"
     for doc in DOCS:
@@ -124,16 +123,8 @@ def console(weaviate_server, tmp_path_factory):
     (data / "knowledge/docs" / BROKEN_DOC).write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ngarbage without xref")
     shutil.copytree(PROJECT_ROOT / "data/knowledge/accounts", data / "knowledge/accounts")
     shutil.copytree(PROJECT_ROOT / "data/behaviour", data / "behaviour")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HYBRID_DATA_DIR", str(data))
-        patch.setenv("WEAVIATE_HTTP_PORT", TEST_HTTP_PORT)
-        patch.setenv("WEAVIATE_GRPC_PORT", TEST_GRPC_PORT)
-        patch.delenv("WEAVIATE_URL", raising=False)
-        patch.delenv("HYBRID_API_TOKEN", raising=False)
-        settings = load_settings()
-        with open_client(settings, start_embedded=False) as client:
-            client.collections.delete_all()
-            ingested = ingest_knowledge(client, settings)
+    with on_test_weaviate(data) as (settings, client):
+        ingested = ingest_knowledge(client, settings)
         assert set(ingested.chunking.failures) == {BROKEN_DOC}, ingested.chunking.failures
 
         # Dagster sees the data as it is now, everything materialised: nothing to do yet.

@@ -19,8 +19,8 @@ import shutil
 import pytest
 
 from hybrid_assets.schema import parse_answer
-from hybrid_assets.settings import PROJECT_ROOT, load_settings
-from hybrid_assets_tests.conftest import TEST_GRPC_PORT, TEST_HTTP_PORT
+from hybrid_assets.settings import PROJECT_ROOT
+from hybrid_assets_tests.conftest import on_test_weaviate
 
 pytestmark = pytest.mark.integration
 
@@ -40,25 +40,16 @@ def served(weaviate_server, tmp_path_factory):
     """Settings on a private data copy, the sample company indexed, one engine (base model loaded)."""
     from hybrid_assets.knowledge.pipeline import ingest_knowledge
     from hybrid_assets.serving.engine import AnswerEngine, load_labels
-    from hybrid_assets.store.client import open_client
 
     data = tmp_path_factory.mktemp("served") / "data"
     for part in ("knowledge/docs", "knowledge/accounts", "behaviour"):
         shutil.copytree(PROJECT_ROOT / "data" / part, data / part)
     (data / "knowledge/docs/known_issues/ki-199-label-preview.md").write_text(INJECTION_DOC, encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HYBRID_DATA_DIR", str(data))
-        patch.setenv("WEAVIATE_HTTP_PORT", TEST_HTTP_PORT)
-        patch.setenv("WEAVIATE_GRPC_PORT", TEST_GRPC_PORT)
-        patch.delenv("WEAVIATE_URL", raising=False)
-        patch.delenv("HYBRID_API_TOKEN", raising=False)
-        settings = load_settings()
-        with open_client(settings, start_embedded=False) as client:
-            client.collections.delete_all()
-            ingested = ingest_knowledge(client, settings)
-            assert not ingested.chunking.failures, ingested.chunking.failures
-            engine = AnswerEngine(settings, load_labels(settings), k=4, max_new_tokens=400)
-            yield settings, client, engine
+    with on_test_weaviate(data) as (settings, client):
+        ingested = ingest_knowledge(client, settings)
+        assert not ingested.chunking.failures, ingested.chunking.failures
+        engine = AnswerEngine(settings, load_labels(settings), k=4, max_new_tokens=400)
+        yield settings, client, engine
 
 
 def _assert_well_formed(result, labels) -> None:
