@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from hybrid_assets.behaviour.calibration import describe as describe_decision
 from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, promote_if_passing, train_candidate
 from hybrid_assets.behaviour.train import PROFILES, TrainConfig, profile_config
 from hybrid_assets.evaluation.compare import bar_chart, markdown_table, write_report
@@ -229,14 +230,19 @@ def train_options(command):
 @train_options
 @click.option("--eval-limit", type=int, default=None, help="Eval records for base vs adapter (0 = whole eval split).")
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default", show_default=True,
-              help="Named knob set (behaviour/train.py PROFILES): quick ~15 min, default ~30 min, release ~50 min "
+              help="Named knob set (behaviour/train.py PROFILES): quick ~15 min, default ~30 min, release ~55 min "
                    "on 2 cores; explicit options override it.")
 @click.option("--promote/--no-promote", default=True, show_default=True,
               help="Promote the adapter when it passes the gate (beats the base on the eval split, and is "
                    "not worse than the adapter in service).")
-def train(eval_limit, profile, promote, **knobs) -> None:
+@click.option("--export-release", is_flag=True, default=False,
+              help="When the adapter passes the gate, also write it to adapters/release/ (the shipped default "
+                   "adapter, with its lineage and decision probe): how the release adapter is made.")
+def train(eval_limit, profile, promote, export_release, **knobs) -> None:
     """Train a QLoRA adapter on data/behaviour, evaluate it against the base, register it (and promote it
     only if it passes the gate). Resumes an interrupted run with the same data and config."""
+    if export_release and not promote:
+        _fail("--export-release needs --promote: only an adapter that passed the gate is shipped")
 
     from tqdm import tqdm
 
@@ -264,9 +270,7 @@ def train(eval_limit, profile, promote, **knobs) -> None:
     click.echo(f"eval subset: {candidate.eval_records} records\n"
                + comparison_table(candidate.base_metrics, candidate.adapter_metrics, candidate.champion_metrics))
     calibration = candidate.calibration
-    click.echo(f"decision threshold: {calibration['answer_threshold'] or 'none (greedy kept: no grid threshold beat it)'} (dev macro F1 {calibration['dev_macro_f1']:.3f}, "
-               f"greedy {calibration['dev_macro_f1_greedy']:.3f}, {calibration['dev_records']} dev records)"
-               if calibration else "decision threshold: none (dev split too small); decisions are greedy")
+    click.echo(describe_decision(calibration))
     if not promote:
         click.echo("not promoted (--no-promote)")
         return
@@ -274,6 +278,11 @@ def train(eval_limit, profile, promote, **knobs) -> None:
     click.echo(("PROMOTED " if passed else "NOT promoted: the gate failed ") + "; ".join(reasons))
     if not passed:
         sys.exit(1)
+    if export_release:
+        from hybrid_assets.behaviour.release import RELEASE_DIR, export_release as write_release
+
+        out = write_release(candidate.version, settings.release_adapter_dir or RELEASE_DIR)
+        click.echo(f"release adapter written to {out} (commit it with data/behaviour: its lineage names that data)")
 
 
 @main.group()

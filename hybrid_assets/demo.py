@@ -13,6 +13,7 @@ import shutil
 import time
 import warnings
 
+from hybrid_assets.behaviour.calibration import describe as describe_decision
 from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
 from hybrid_assets.behaviour.evaluate import promotion_gate
 from hybrid_assets.behaviour.pipeline import comparison_table
@@ -123,9 +124,7 @@ def behaviour_stage(defs, instance, settings) -> None:
           "schema-constrained as served):")
     print(comparison_table(metrics["base"], metrics["adapter"], champion))
     calibration = metrics.get("decision_calibration")
-    if calibration:
-        print(f"decision threshold {calibration['answer_threshold'] or 'none (greedy kept)'} chosen on {calibration['dev_records']} dev "
-              f"records (macro F1 {calibration['dev_macro_f1']:.3f}; greedy {calibration['dev_macro_f1_greedy']:.3f})")
+    print(describe_decision(calibration))
     print("gate: " + "; ".join(promotion_gate(metrics["base"], metrics["adapter"], champion)[1]))
 
 

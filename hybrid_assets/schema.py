@@ -147,6 +147,21 @@ def not_answerable_escalation(labels: LabelSpace, decided: dict | None = None, r
     return {"level": labels.not_answerable_level, "reason": reason[:200]}
 
 
+def escalation_follows_decision(answer: dict, labels: LabelSpace) -> tuple[dict, bool]:
+    """The escalation policy ties the level to the decision: "none" means the documentation resolves
+    the ticket (rule 5), so an answer that says the documents do not answer it cannot be "none"; it
+    goes to the label space's not-answerable level (rule 6), while a level the ticket itself
+    triggered (rules 1-4) stays. Returns (answer, whether the level was changed). Every behaviour
+    record already follows this (``behaviour/dataset.py`` builds its not-answerable answers with
+    ``not_answerable_escalation``); a small model does not always, and its reply is then routed wrong."""
+    if answer.get("decision") != NOT_ANSWERABLE or answer["escalation"]["level"] != "none":
+        return answer, False
+    escalation = not_answerable_escalation(labels, None)
+    if escalation["level"] == "none":  # a label space with no other level: nothing to route to
+        return answer, False
+    return {**answer, "escalation": escalation}, True
+
+
 def not_answerable_answer(labels: LabelSpace, *, sentiment: str | None = None, category: str | None = None,
                           escalation: dict | None = None, reason: str = NO_DOCS_REASON,
                           resolution: str | None = None, reply: str = NOT_ANSWERABLE_REPLY) -> dict:

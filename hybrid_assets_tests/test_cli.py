@@ -119,3 +119,9 @@ def test_train_options_reach_the_config_validation():
     result = CliRunner().invoke(main, ["train", "--max-steps", "0", "--epochs", "0"])
     assert result.exit_code == 2
     assert "set max_steps > 0 or epochs > 0" in result.output
+
+
+def test_only_an_adapter_that_passed_the_gate_can_be_exported_as_the_release():
+    result = CliRunner().invoke(main, ["train", "--export-release", "--no-promote"])
+    assert result.exit_code == 2
+    assert "--export-release needs --promote" in result.output and "Traceback" not in result.output

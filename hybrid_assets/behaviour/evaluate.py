@@ -20,6 +20,7 @@ from pathlib import Path
 from hybrid_assets.behaviour.dataset import BehaviourRecord
 from hybrid_assets.behaviour.sft import prompt_messages
 from hybrid_assets.models.base_model import load_for_inference
+from hybrid_assets.models.decision import DecisionRule
 from hybrid_assets.models.generation import Decoder, parse_generation
 from hybrid_assets.schema import LabelSpace
 from hybrid_assets.scoring import Scored, decision_scores, decisions_of
@@ -110,17 +111,21 @@ def load_model(base_model: str | None, adapter_dir: Path | str | None, settings:
 def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], labels: LabelSpace,
                      max_new_tokens: int, batch_size: int, constrained: bool = True,
                      no_repeat_ngram: int | None = None,
-                     answer_threshold: float | None = None) -> tuple[list[Prediction], float]:
+                     rule: DecisionRule | None = None,
+                     features: list | None = None) -> tuple[list[Prediction], float]:
     """Every record through the shared decoder, in batches of similar prompt length (less padding).
     Returns predictions in record order and the total generation seconds. ``no_repeat_ngram``
-    defaults to the served setting (``HYBRID_NO_REPEAT_NGRAM``); ``answer_threshold`` is the
-    adapter's calibrated decision threshold (``models/decision.py``), as serving applies it."""
+    defaults to the served setting (``HYBRID_NO_REPEAT_NGRAM``); ``rule`` is the adapter's calibrated
+    decisions (``models/decision.DecisionRule``), as serving applies it. ``features``: when a list is
+    given, it receives each record's hidden states at its decision and level (``Generation.features``),
+    in record order."""
     if no_repeat_ngram is None:
         no_repeat_ngram = load_settings().answer_no_repeat_ngram
     decoder = Decoder(tokenizer, model.config.vocab_size, labels, max_new_tokens, no_repeat_ngram, constrained)
     conversations = [prompt_messages(r, labels) for r in records]
     order = sorted(range(len(records)), key=lambda i: sum(len(m["content"]) for m in conversations[i]))
     results: dict[int, Prediction] = {}
+    kept: dict[int, object] = {}
     seconds = 0.0
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
@@ -128,11 +133,14 @@ def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], label
         decoder.prepare(citable)  # compile grammars outside the timed part (cached per id set)
         started = time.perf_counter()
         generated = decoder.generate(model, [conversations[i] for i in batch], citable,
-                                     answer_threshold=answer_threshold)
+                                     rule=rule, keep_features=features is not None)
         seconds += time.perf_counter() - started
         for index, generation in zip(batch, generated):
+            kept[index] = generation.features
             results[index] = Prediction(records[index].id, generation.text, generation.answer, generation.error,
                                         generation.tokens, generation.decided, generation.decision_probabilities)
+    if features is not None:
+        features.extend(kept[i] for i in range(len(records)))
     return [results[i] for i in range(len(records))], seconds
 
 
@@ -146,7 +154,7 @@ def evaluate_model(
     batch_size: int = 8,
     constrained: bool = True,
     settings: Settings | None = None,
-    answer_threshold: float | None = None,
+    rule: DecisionRule | None = None,
     loaded: tuple | None = None,
 ) -> EvalReport:
     """Generate an answer for every record and score it (``adapter_dir=None`` evaluates the base).
@@ -155,7 +163,7 @@ def evaluate_model(
         raise ValueError("no records to evaluate")
     model, tokenizer = loaded or load_model(base_model, adapter_dir, settings)
     predictions, seconds = generate_answers(model, tokenizer, records, labels, max_new_tokens, batch_size,
-                                            constrained, answer_threshold=answer_threshold)
+                                            constrained, rule=rule)
     return EvalReport(score(records, predictions, seconds, labels), tuple(predictions),
                       str(adapter_dir) if adapter_dir is not None else None)
 

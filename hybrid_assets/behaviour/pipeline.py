@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import BehaviourDataset, BehaviourRecord, load_behaviour_data, split_records
-from hybrid_assets.behaviour.calibration import calibrate, threshold_of
+from hybrid_assets.behaviour.calibration import calibrate, decision_rule_of
 from hybrid_assets.behaviour.evaluate import evaluate_model, load_model
 from hybrid_assets.behaviour.evaluate import promote_if_passing as gate_and_promote
 from hybrid_assets.behaviour.registry import AdapterRegistry, AdapterVersion, build_lineage
@@ -88,11 +88,11 @@ def evaluate_champion(settings: Settings, champion: AdapterVersion, records: Seq
     """The adapter in service on the candidate's eval records, decoded as served (its own threshold),
     cached by (version, records): versions are immutable."""
     base_model = champion.lineage.get("base_model") or settings.base_model
+    rule = decision_rule_of(champion.path, champion.lineage, champion.version_id)
     return _cached_metrics(
         _eval_cache(settings, "champion_eval", champion.version_id, records),
         lambda: evaluate_model(base_model, champion.path, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings,
-                               answer_threshold=threshold_of(champion.lineage, champion.version_id)
-                               ).metrics.to_dict())
+                               rule=rule).metrics.to_dict())
 
 
 def train_candidate(
@@ -124,10 +124,11 @@ def train_candidate(
     records = eval_subset(split.eval, eval_limit)
     base_metrics = evaluate_base(settings, base_model, records, labels)
     loaded = load_model(base_model, staging, settings)
-    calibration = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram)
-    threshold = calibration["answer_threshold"] if calibration else None
+    calibrated = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram, train_records=split.train)
+    calibration = calibrated.entry
+    calibrated.save(staging)  # the probes it uses travel with the adapter (and a resumed run's old ones go)
     adapter_metrics = evaluate_model(base_model, staging, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings,
-                                     answer_threshold=threshold, loaded=loaded).metrics.to_dict()
+                                     rule=calibrated.rule, loaded=loaded).metrics.to_dict()
     del loaded
     champion_metrics = evaluate_champion(settings, champion, records, labels) if champion else None
     metrics = {"base": base_metrics, "adapter": adapter_metrics, "eval_records": len(records),

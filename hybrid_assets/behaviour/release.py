@@ -2,7 +2,8 @@
 
 ``adapters/release/`` is a standard PEFT adapter folder (``adapter_config.json``,
 ``adapter_model.safetensors``) plus ``lineage.json`` (data hash, training config, gate figures,
-decision threshold). It was trained by the documented release command (README, "Release adapter")
+decision calibration) and, when calibration chose one, the decision probe
+(``decision_probe.safetensors``, ``models/decision.py``). It was trained by the documented release command (README, "Release adapter")
 on exactly the behaviour data in ``data/behaviour``, so on a fresh machine the behaviour path has
 nothing to do: ``install_release`` copies it into the local registry as an ordinary version and,
 when no adapter is promoted yet, promotes it. From then on it is the champion that any newly trained
@@ -25,6 +26,7 @@ from hybrid_assets.behaviour.registry import (
     RegistryError,
     read_lineage,
 )
+from hybrid_assets.models.decision import PROBE_FILE
 from hybrid_assets.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,8 @@ def export_release(version: AdapterVersion, release_dir: Path = RELEASE_DIR) -> 
     staging.mkdir(parents=True)
     for name in (*REQUIRED_ADAPTER_FILES, LINEAGE_FILE):
         shutil.copy2(version.path / name, staging / name)
+    if (version.path / PROBE_FILE).is_file():  # the decision probe, when calibration chose one
+        shutil.copy2(version.path / PROBE_FILE, staging / PROBE_FILE)
     if release_dir.exists():
         shutil.rmtree(release_dir)
     staging.rename(release_dir)

@@ -10,19 +10,49 @@ by masking the other values' tokens. The threshold is chosen on a dev split held
 (``behaviour/calibration.py``) and stored in the adapter's lineage; without one the gate only records
 (plain greedy).
 
-The decision values start with distinct letters (a / c / n), so a token's value is its first letter:
-this holds for every tokenisation the grammar allows.
+A model's token probabilities are not the only reading of its state. ``DecisionProbe`` is a linear
+classifier over the model's last hidden state at that same point (the state the decision token's
+logits come from), fitted on the train split's examples and kept only when it decides the dev split
+better than the tokens do (``behaviour/calibration.py``). Hidden states carry answerability that the
+next-token distribution of a small, over-confident model does not show (probing work: Kadavath et al.
+2022, "Language Models (Mostly) Know What They Know"; Slobodkin et al. 2023 on unanswerability in
+hidden states). With a probe the gate takes its distribution, restricted to the values the grammar
+allows, in place of the tokens'; the threshold then applies to the probe's P(answer).
+
+The same gate reads the escalation level where ``"level":`` has been written, and a second probe
+(``LEVEL_PROBE_FILE``) may choose it: the level is the decision the escalation policy's tree makes,
+and the model's hidden state there has read the ticket and the account facts.
+
+Which value a token begins is read from its text: a token is consistent with every value it is a
+prefix of (``consistent``), so no assumption is made about the label names (another company's levels
+may share prefixes); a chosen value is then enforced token by token until it is written whole.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from hybrid_assets.schema import ANSWER, DECISIONS
 
-_KEY = '"decision":'
-_BY_LETTER = {value[0]: value for value in DECISIONS}
-assert len(_BY_LETTER) == len(DECISIONS), "decision values must start with distinct letters"
+PROBE_FILE = "decision_probe.safetensors"  # beside the adapter's weights, in its version folder
+LEVEL_PROBE_FILE = "level_probe.safetensors"
+DECISION, LEVEL = "decision", "escalation_level"  # the gated fields, named as ``read_decided`` names them
+_KEYS = {DECISION: '"decision":', LEVEL: '"level":'}
+
+
+def consistent(piece: str, values: tuple[str, ...]) -> list[str]:
+    """The values a token can begin: its text (a leading quote / space dropped) is a prefix of the
+    value, or the whole value followed by the closing quote. Empty: the token writes only the quote."""
+    text = piece.lstrip(' "')
+    if not text:
+        return []
+    return [v for v in values if v.startswith(text) or text == v or text.startswith(v + '"')]
+
+
+def continues(piece: str, remaining: str) -> bool:
+    """True when a token continues a value of which ``remaining`` is still to be written."""
+    return remaining.startswith(piece) or piece == remaining or piece.startswith(remaining + '"')
 
 
 def choose(probabilities: dict[str, float], answer_threshold: float | None) -> str:
@@ -38,23 +68,145 @@ def choose(probabilities: dict[str, float], answer_threshold: float | None) -> s
     return max(others, key=others.get)
 
 
+class DecisionProbe:
+    """Multinomial logistic regression on the standardised hidden state: P(value | h) =
+    softmax(W (h - mean) / scale + b). Plain arrays, so serving needs neither scikit-learn nor the
+    training code; saved as one safetensors file with the value order in its metadata."""
+
+    def __init__(self, values, mean, scale, weight, bias):
+        import numpy as np
+
+        self.values = tuple(values)
+        self.mean, self.scale = np.asarray(mean, np.float32), np.asarray(scale, np.float32)
+        self.weight, self.bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+        if self.weight.shape != (len(self.values), self.mean.shape[0]) or self.bias.shape != (len(self.values),):
+            raise ValueError(f"decision probe: weight {self.weight.shape} / bias {self.bias.shape} do not fit "
+                             f"{len(self.values)} values x {self.mean.shape[0]} features")
+
+    @property
+    def features(self) -> int:
+        return int(self.mean.shape[0])
+
+    def probabilities(self, hidden) -> dict[str, float]:
+        """The distribution over the probe's values for one hidden state (a torch or numpy vector)."""
+        import numpy as np
+
+        h = hidden.detach().float().cpu().numpy() if hasattr(hidden, "detach") else np.asarray(hidden, np.float32)
+        logits = self.weight @ ((h - self.mean) / self.scale) + self.bias
+        logits = np.exp(logits - logits.max())
+        probs = logits / logits.sum()
+        return {value: float(p) for value, p in zip(self.values, probs)}
+
+    def save(self, path) -> None:
+        from safetensors.numpy import save_file
+
+        save_file({"mean": self.mean, "scale": self.scale, "weight": self.weight, "bias": self.bias}, str(path),
+                  metadata={"values": ",".join(self.values)})
+
+    @classmethod
+    def load(cls, path) -> "DecisionProbe":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            values = (f.metadata() or {}).get("values", "")
+            arrays = {name: f.get_tensor(name) for name in ("mean", "scale", "weight", "bias")}
+        return cls(values.split(","), **arrays)
+
+
+def restrict(mass: dict[str, float], allowed: dict[str, float]) -> dict[str, float]:
+    """``mass`` over only the values the grammar allows at this point (those with token mass > 0),
+    renormalised; the allowed values' own mass when the probe puts nothing on any of them."""
+    kept = {value: (mass.get(value, 0.0) if p > 0 else 0.0) for value, p in allowed.items()}
+    total = sum(kept.values())
+    return {value: p / total for value, p in kept.items()} if total > 0 else dict(allowed)
+
+
+class LastHiddenState:
+    """Keeps the hidden state that the output layer turns into this step's logits, per row: a forward
+    pre-hook on the output embedding, so it works for any causal LM, merged or wrapped in PEFT."""
+
+    def __init__(self):
+        self.value = None
+
+    def attach(self, model):
+        output_layer = model.get_output_embeddings()
+
+        def hook(_module, args):
+            self.value = args[0][:, -1, :].detach()
+
+        return output_layer.register_forward_pre_hook(hook)
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How an adapter takes its decisions when served: a threshold on P(answer) (None: the likeliest
+    value), read from the decision probe when there is one, else from the tokens; and the escalation
+    level from the level probe when there is one, else the tokens' own."""
+
+    answer_threshold: float | None = None
+    probe: DecisionProbe | None = None
+    level_probe: DecisionProbe | None = None
+
+
+@dataclass
+class _Field:
+    name: str
+    values: tuple[str, ...]
+    probe: DecisionProbe | None
+    threshold: float | None
+
+    @property
+    def enforced(self) -> bool:
+        return self.probe is not None or self.threshold is not None
+
+    def choose(self, mass: dict[str, float]) -> str:
+        if self.name == DECISION:
+            return choose(mass, self.threshold)
+        allowed = {value: p for value, p in mass.items() if p > 0.0}
+        return max(allowed, key=allowed.get) if allowed else self.values[0]
+
+
 class DecisionGate:
     """A transformers logits processor, placed after the grammar mask (it reads the masked scores).
 
-    Per row: after ``"decision":`` is written, each allowed token either starts a value (its first
-    letter after any quote / space) or only writes the quote / space; the distribution over the values
-    is read at the first step that allows value-starting tokens, and from then on tokens that start
-    another value than the chosen one are masked, until the value has begun."""
+    Per row, for each gated field in answer order (the decision, then the escalation level): after its
+    key is written, each allowed token either begins one or more values (``consistent``) or only
+    writes the quote / space; at the first step that allows value tokens, the tokens' distribution
+    over the values is recorded (and the hidden state, with ``keep_features``), a probe's replaces it
+    when there is one, and the value is chosen. When the field is enforced (a probe, or the decision's
+    threshold), tokens that do not continue the chosen value are masked until it is written whole."""
 
-    def __init__(self, tokenizer, answer_threshold: float | None = None):
+    def __init__(self, tokenizer, rule: DecisionRule | None = None, levels: tuple[str, ...] = (),
+                 hidden: LastHiddenState | None = None, keep_features: bool = False):
+        rule = rule or DecisionRule()
+        if (rule.probe is not None or rule.level_probe is not None or keep_features) and hidden is None:
+            raise ValueError("a probe or kept features need the hidden state (LastHiddenState)")
         self.tokenizer = tokenizer
-        self.answer_threshold = answer_threshold
-        self.probabilities: list[dict[str, float] | None] = []  # per row, once the decision is reached
-        self._tail: list[str] = []  # per row: the end of the generated text
-        self._state: list[str] = []  # "before" | "open" (after the key, value not begun) | "done"
-        self._chosen: list[str | None] = []
+        self.fields = [_Field(DECISION, DECISIONS, rule.probe, rule.answer_threshold)]
+        if levels:
+            self.fields.append(_Field(LEVEL, tuple(levels), rule.level_probe, None))
+        elif rule.level_probe is not None:
+            raise ValueError("a level probe needs the label space's escalation levels")
+        for f in self.fields:
+            unknown = set(f.probe.values) - set(f.values) if f.probe is not None else set()
+            if unknown:
+                raise ValueError(f"{f.name} probe: values {sorted(unknown)} are not among {list(f.values)}")
+        self.hidden, self.keep_features = hidden, keep_features
+        # per field name, per row: set once the field's value is reached (None before / never)
+        self.distributions: dict[str, list] = {f.name: [] for f in self.fields}  # what chose the value
+        self.token_distributions: dict[str, list] = {f.name: [] for f in self.fields}  # the tokens' own
+        self.kept: dict[str, list] = {f.name: [] for f in self.fields}  # hidden states (keep_features)
         self._pieces: dict[int, str] = {}
         self._prompt_length: int | None = None
+
+    # the decision's figures under their earlier names (serving, the gate's evaluation, calibration)
+    @property
+    def probabilities(self) -> list:
+        return self.distributions[DECISION]
+
+    @property
+    def features(self) -> list:
+        return self.kept[DECISION]
 
     def _piece(self, token_id: int) -> str:
         piece = self._pieces.get(token_id)
@@ -62,47 +214,94 @@ class DecisionGate:
             piece = self._pieces[token_id] = self.tokenizer.decode([token_id])
         return piece
 
-    def _value_of(self, token_id: int) -> str | None:
-        """The decision value a token starts, or None when it writes only a quote / space."""
-        return _BY_LETTER.get(self._piece(token_id).lstrip(' "')[:1], "") or None
+    def _start(self, rows: int) -> None:
+        self._field = [0] * rows  # index of the field each row is on (len(fields): all done)
+        self._state = ["before"] * rows  # "before" its key | "open" (key written) | "writing" the value
+        self._tail, self._written = [""] * rows, [""] * rows
+        self._chosen: list[str | None] = [None] * rows
+        for name in self.distributions:
+            self.distributions[name] = [None] * rows
+            self.token_distributions[name] = [None] * rows
+            self.kept[name] = [None] * rows
 
-    def __call__(self, input_ids, scores):
+    def _next_field(self, row: int) -> None:
+        self._field[row] += 1
+        self._state[row], self._tail[row], self._written[row], self._chosen[row] = "before", "", "", None
+
+    def _advance(self, row: int, piece: str) -> None:
+        """Follow what the row just wrote (one token may close a field and begin the next one's key)."""
+        while self._field[row] < len(self.fields):
+            f = self.fields[self._field[row]]
+            if self._state[row] == "before":
+                self._tail[row] = (self._tail[row] + piece)[-48:]
+                if _KEYS[f.name] not in self._tail[row]:
+                    return
+                self._state[row] = "open"
+                piece = self._tail[row].split(_KEYS[f.name], 1)[1]  # what the key's token wrote after it
+            if self._state[row] == "open":
+                begun = piece.lstrip(' "')
+                if not begun:
+                    return
+                self._written[row], self._state[row] = begun, "writing"
+            else:
+                self._written[row] += piece
+            chosen = self._chosen[row]
+            if f.enforced and chosen is not None and len(self._written[row]) < len(chosen):
+                return  # still writing the chosen value
+            piece = self._written[row]  # the value and whatever followed it: the next key may be in there
+            self._next_field(row)
+
+    def _decide(self, row: int, f: _Field, scores_row, allowed: list[int]) -> None:
         import torch
 
+        starting = [(token_id, consistent(self._piece(token_id), f.values)) for token_id in allowed]
+        starting = [(token_id, values) for token_id, values in starting if values]
+        if not starting:
+            return  # only the quote / space can be written now
+        probs = torch.softmax(scores_row[[token_id for token_id, _ in starting]].float(), dim=0).tolist()
+        mass = dict.fromkeys(f.values, 0.0)
+        for (_, values), p in zip(starting, probs):
+            for value in values:  # a token shared by several values (a common prefix) splits its mass
+                mass[value] += p / len(values)
+        self.token_distributions[f.name][row] = mass
+        state = self.hidden.value[row] if self.hidden is not None else None
+        if self.keep_features:
+            self.kept[f.name][row] = state.float().cpu().numpy()
+        if f.probe is not None:
+            mass = restrict(f.probe.probabilities(state), mass)
+        self.distributions[f.name][row] = mass
+        self._chosen[row] = f.choose(mass)
+
+    def __call__(self, input_ids, scores):
         rows = input_ids.shape[0]
         if self._prompt_length is None:  # first step: everything so far is the prompt
             self._prompt_length = input_ids.shape[1]
-            self._tail, self._state = [""] * rows, ["before"] * rows
-            self._chosen, self.probabilities = [None] * rows, [None] * rows
+            self._start(rows)
         elif input_ids.shape[1] > self._prompt_length:
-            last = input_ids[:, -1].tolist()
-            for row in range(rows):
-                if self._state[row] == "done":
-                    continue
-                self._tail[row] = (self._tail[row] + self._piece(last[row]))[-48:]
-                if self._state[row] == "before" and _KEY in self._tail[row]:
-                    self._state[row] = "open"
-                    self._tail[row] = self._tail[row].split(_KEY, 1)[1]
-                if self._state[row] == "open" and self._tail[row].lstrip(' "'):
-                    self._state[row] = "done"  # the value has begun: the grammar completes it
+            for row, token_id in enumerate(input_ids[:, -1].tolist()):
+                self._advance(row, self._piece(token_id))
         for row in range(rows):
-            if self._state[row] != "open":
+            if self._field[row] >= len(self.fields) or self._state[row] == "before":
                 continue
-            allowed = torch.isfinite(scores[row]).nonzero().flatten().tolist()
-            values = {token_id: self._value_of(token_id) for token_id in allowed}
-            starting = [token_id for token_id in allowed if values[token_id] is not None]
-            if not starting:
-                continue  # only the quote / space can be written now
-            if self._chosen[row] is None:
-                probs = torch.softmax(scores[row][starting].float(), dim=0).tolist()
-                mass = dict.fromkeys(DECISIONS, 0.0)
-                for token_id, p in zip(starting, probs):
-                    mass[values[token_id]] += p
-                self.probabilities[row] = mass
-                self._chosen[row] = choose(mass, self.answer_threshold)
-            if self.answer_threshold is None:
-                continue  # record only: greedy picks its own token
-            banned = [token_id for token_id in starting if values[token_id] != self._chosen[row]]
-            if banned:
+            f = self.fields[self._field[row]]
+            allowed = torch_allowed(scores[row])
+            if self._state[row] == "open" and self._chosen[row] is None:
+                self._decide(row, f, scores[row], allowed)
+            chosen = self._chosen[row]
+            if not f.enforced or chosen is None:
+                continue
+            if self._state[row] == "open":
+                banned = [t for t in allowed if (values := consistent(self._piece(t), f.values)) and chosen not in values]
+            else:
+                remaining = chosen[len(self._written[row]):]
+                banned = [t for t in allowed if not continues(self._piece(t), remaining)]
+            if banned and len(banned) < len(allowed):  # never mask every token (a tokenisation not foreseen)
                 scores[row, banned] = -math.inf
         return scores
+
+
+def torch_allowed(scores_row) -> list[int]:
+    """The token ids the grammar (and earlier processors) left allowed in this row."""
+    import torch
+
+    return torch.isfinite(scores_row).nonzero().flatten().tolist()

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hybrid_assets.models.constrained import GrammarCache
-from hybrid_assets.models.decision import DecisionGate
+from hybrid_assets.models.decision import LEVEL, DecisionGate, DecisionRule, LastHiddenState
 from hybrid_assets.models.repetition import AnswerNgramGuard
-from hybrid_assets.schema import DECISIONS, LabelSpace, parse_answer
+from hybrid_assets.schema import DECISIONS, NOT_ANSWERABLE, LabelSpace, escalation_follows_decision, parse_answer
 from hybrid_assets.scoring import decisions_of
 
 # The decision fields, in generation order, as the compact grammar layout writes them.
@@ -62,19 +62,37 @@ class Generation:
     # The model's distribution over the decision values where it decided (``models/decision.py``);
     # None when generation stopped before the decision (or decoding was unconstrained).
     decision_probabilities: dict | None = None
+    # Policy rules applied to what the model wrote (``escalation_follows_decision``): serving reports
+    # them with its guards, the gate and the evaluation score the answer after them, as served.
+    adjustments: tuple[str, ...] = ()
+    # The same for the escalation level (where ``"level":`` was written).
+    level_probabilities: dict | None = None
+    # The hidden states where the decision and the level were taken (numpy vectors, keyed "decision" /
+    # "escalation_level"), only when asked (calibration fits its probes on them).
+    features: dict | None = None
 
     @property
     def complete(self) -> bool:
         return self.answer is not None
 
 
+ESCALATION_ADJUSTED = "escalation_follows_decision"
+
+
 def parse_generation(text: str, tokens: int, labels: LabelSpace, prompt_tokens: int = 0) -> Generation:
     try:
         answer = parse_answer(text.strip(), labels).model_dump()
     except ValueError as exc:  # pydantic.ValidationError is a ValueError; under the grammar: a cut answer
-        return Generation(text, tokens, None, read_decided(text, labels), str(exc).splitlines()[0][:200],
-                          prompt_tokens)
-    return Generation(text, tokens, answer, decisions_of(answer), None, prompt_tokens)
+        decided = read_decided(text, labels)
+        adjusted = decided.get("decision") == NOT_ANSWERABLE and decided.get("escalation_level") == "none" \
+            and labels.not_answerable_level != "none"
+        if adjusted:
+            decided["escalation_level"] = labels.not_answerable_level
+        return Generation(text, tokens, None, decided, str(exc).splitlines()[0][:200], prompt_tokens,
+                          adjustments=(ESCALATION_ADJUSTED,) if adjusted else ())
+    answer, adjusted = escalation_follows_decision(answer, labels)
+    return Generation(text, tokens, answer, decisions_of(answer), None, prompt_tokens,
+                      adjustments=(ESCALATION_ADJUSTED,) if adjusted else ())
 
 
 class Decoder:
@@ -103,14 +121,17 @@ class Decoder:
             self.grammars.logits_processor(self.labels, citable)
 
     def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
-                 base_only: bool = False, answer_threshold: float | None = None,
-                 stop: Callable[[], bool] | None = None, step_times: list[float] | None = None) -> list[Generation]:
+                 base_only: bool = False, rule: DecisionRule | None = None,
+                 stop: Callable[[], bool] | None = None, step_times: list[float] | None = None,
+                 keep_features: bool = False) -> list[Generation]:
         """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model);
-        ``answer_threshold``: the calibrated decision (``models/decision.py``; None = greedy's own);
+        ``rule``: the adapter's calibrated decisions (``models/decision.DecisionRule``: the answer
+        threshold and the probes; None = greedy's own);
         ``stop``: asked after every step, True ends the whole batch there (every row then reads as cut:
         the API's scheduler uses it when every client of a batch has gone); ``step_times``: when a list
         is given, the ``perf_counter`` time at which each step finished is appended (the first one
-        includes the prompt's prefill): for benchmarks of the per-token cost."""
+        includes the prompt's prefill): for benchmarks of the per-token cost. ``keep_features``: return
+        each row's hidden states at the decision and the level (to fit probes on)."""
         import torch
 
         if len(conversations) != len(citable):
@@ -121,8 +142,14 @@ class Decoder:
             conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
         ).to(model.device)
         disable = base_only and hasattr(model, "disable_adapter")
-        gate = DecisionGate(tokenizer, answer_threshold) if self.constrained else None
-        with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()):
+        rule = rule or DecisionRule()
+        probed = rule.probe is not None or rule.level_probe is not None
+        hidden = LastHiddenState() if self.constrained and (probed or keep_features) else None
+        gate = DecisionGate(tokenizer, rule, self.labels.escalation_levels, hidden, keep_features) \
+            if self.constrained else None
+        handle = hidden.attach(model) if hidden is not None else None
+        with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()), \
+                _removed_after(handle):
             output = model.generate(
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
@@ -141,9 +168,21 @@ class Decoder:
             text = tokenizer.decode(row, skip_special_tokens=True)
             generation = parse_generation(text, len(row), self.labels, int(prompt_tokens))
             if gate is not None and index < len(gate.probabilities):
-                generation = dataclasses.replace(generation, decision_probabilities=gate.probabilities[index])
+                generation = dataclasses.replace(
+                    generation, decision_probabilities=gate.probabilities[index],
+                    level_probabilities=gate.distributions[LEVEL][index],
+                    features={name: kept[index] for name, kept in gate.kept.items()} if keep_features else None)
             results.append(generation)
         return results
+
+
+@contextlib.contextmanager
+def _removed_after(handle):
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 def _step_hook(stop: Callable[[], bool] | None, step_times: list[float] | None):

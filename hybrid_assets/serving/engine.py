@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hybrid_assets.behaviour.calibration import threshold_of
+from hybrid_assets.behaviour.calibration import decision_rule_of
 from hybrid_assets.behaviour.registry import AdapterRegistry, read_lineage
 from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.models.base_model import load_for_inference
+from hybrid_assets.models.decision import DecisionRule
 from hybrid_assets.models.generation import Decoder, Generation
 from hybrid_assets.prompting import build_messages
 from hybrid_assets.schema import ANSWER, LabelSpace, dump_answer, not_answerable_answer, parse_answer
@@ -117,7 +118,7 @@ class AnswerEngine:
         self._tokenizer = None
         self._decoder = None
         self._adapter_version: str | None = None
-        self._answer_threshold: float | None = None  # the active adapter's calibrated decision threshold
+        self._decision = DecisionRule()  # the active adapter's calibrated decisions (threshold, probes)
 
     # -- model and adapter ------------------------------------------------------------------
     def _ensure_base(self) -> None:
@@ -141,7 +142,7 @@ class AnswerEngine:
             version, path = (current.version_id, current.path) if current else (None, None)
         if version == self._adapter_version:
             return
-        self._answer_threshold = threshold_of(read_lineage(path), version) if path is not None else None
+        self._decision = decision_rule_of(path, read_lineage(path), version) if path is not None else DecisionRule()
         if version is None:
             pass  # generate() disables any loaded adapter (LoRA layers stay injected but inactive)
         else:
@@ -174,11 +175,15 @@ class AnswerEngine:
         """One batch through the shared decoding path (``models/generation.py``), with the promoted
         adapter, or the base model when none is promoted."""
         return self._decoder.generate(self._model, conversations, citable, base_only=self._adapter_version is None,
-                                      answer_threshold=self._answer_threshold, stop=stop)
+                                      rule=self._decision, stop=stop)
 
     @property
     def answer_threshold(self) -> float | None:
-        return self._answer_threshold
+        return self._decision.answer_threshold
+
+    @property
+    def decision_rule(self) -> DecisionRule:
+        return self._decision
 
     def answer(self, client, ticket: str, customer_id: str | None = None, history: list[dict] | None = None,
                retrieval: bool = True) -> AnswerResult:
@@ -245,6 +250,7 @@ class AnswerEngine:
             answer, dropped, guards = enforce_grounding(generation.answer, set(retrieved.hits), self.labels)
         else:  # the budget cut it: the honest answer, keeping the labels the cut answer had decided
             answer, dropped, guards = truncated_answer(generation.decided, self.labels), [], ["truncated_generation_replaced"]
+        guards = [*generation.adjustments, *guards]
         tokens = generation.tokens
         answer = parse_answer(dump_answer(answer, self.labels), self.labels).model_dump()
         sources = [

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_assets.behaviour.calibration import decision_rule_of
 from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files
 from hybrid_assets.behaviour.registry import AdapterRegistry, build_lineage
 from hybrid_assets.behaviour.release import adapter_trained_on, export_release, install_release, release_lineage
+from hybrid_assets.models.decision import PROBE_FILE
 from hybrid_assets.settings import PROJECT_ROOT, load_settings
 
 SHIPPED = PROJECT_ROOT / "adapters" / "release"
@@ -77,6 +79,10 @@ def test_export_writes_only_the_peft_files_and_the_lineage(release_settings, tmp
     (version.path / "checkpoints").mkdir()
     out = export_release(version, tmp_path / "exported")
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "lineage.json"]
+    (version.path / PROBE_FILE).write_bytes(b"probe")  # an adapter calibrated with a probe ships it too
+    out = export_release(version, tmp_path / "exported")
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                     PROBE_FILE, "lineage.json"]
 
 
 @pytest.mark.skipif(not (SHIPPED / "lineage.json").is_file(), reason="no release adapter shipped")
@@ -87,6 +93,11 @@ def test_the_shipped_release_adapter_was_trained_on_the_shipped_data_and_is_cali
     shipped_data = dataset_version(find_behaviour_files(PROJECT_ROOT / "data" / "behaviour"))
     assert lineage["dataset_version"] == shipped_data
     calibration = lineage["metrics"]["decision_calibration"]
-    assert 0.0 <= calibration["answer_threshold"] <= 1.0 and calibration["dev_records"] >= 8
+    assert calibration["dev_records"] >= 8 and calibration["method"] in ("tokens", "probe")
+    threshold = calibration["answer_threshold"]
+    assert threshold is None or 0.0 <= threshold <= 1.0
+    rule = decision_rule_of(SHIPPED, lineage, lineage["version_id"])
+    assert (rule.probe is not None) == (calibration["method"] == "probe")  # its probe file is shipped with it
+    assert rule.probe is None or rule.probe.features == 576  # SmolLM2-135M's hidden size
     adapter_config = json.loads((SHIPPED / "adapter_config.json").read_text())
     assert adapter_config["peft_type"] == "LORA"  # a standard PEFT folder (vLLM / PEFT load it as is)

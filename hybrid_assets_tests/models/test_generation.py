@@ -71,3 +71,34 @@ def test_a_cut_served_answer_is_honest_but_keeps_its_decided_labels():
                                           "escalation_level": "none"}, LABELS)
     assert docs_would_answer["escalation"]["level"] == "tier_2"  # no checked answer: a person looks at it
     assert truncated_answer({}, LABELS)["category"] == "other"
+
+
+NOT_ANSWERABLE_NONE = ('{"sentiment": "neutral", "category": "returns", "decision": "not_answerable", "escalation": '
+                       '{"level": "none", "reason": "Rule 5."}, "citations": [], "resolution": "Check.", "reply": "Hm."}')
+
+
+def test_a_not_answerable_answer_is_never_routed_to_none():
+    """Rule 5 ("none") means the documentation resolves the ticket; "not answerable" says it does not."""
+    complete = parse_generation(NOT_ANSWERABLE_NONE, 60, LABELS)
+    assert complete.answer["escalation"]["level"] == LABELS.not_answerable_level == "tier_2"
+    assert complete.decided["escalation_level"] == "tier_2"
+    assert complete.adjustments == ("escalation_follows_decision",)
+    cut = parse_generation(NOT_ANSWERABLE_NONE[: NOT_ANSWERABLE_NONE.index('"reason"')], 30, LABELS)
+    assert cut.decided["escalation_level"] == "tier_2" and cut.adjustments
+
+
+@pytest.mark.parametrize("text", [
+    NOT_ANSWERABLE_NONE.replace('"level": "none"', '"level": "security"'),  # a level the ticket triggered stays
+    FULL,  # an answer keeps its level
+    FULL.replace('"billing_specialist"', '"none"'),
+])
+def test_levels_the_policy_allows_are_left_alone(text):
+    generation = parse_generation(text, 60, LABELS)
+    assert generation.adjustments == ()
+    assert generation.answer["escalation"]["level"] == __import__("json").loads(text)["escalation"]["level"]
+
+
+def test_a_label_space_without_another_level_keeps_none():
+    labels = LabelSpace(sentiments=("neutral",), categories=("returns",), escalation_levels=("none",))
+    generation = parse_generation(NOT_ANSWERABLE_NONE, 60, labels)
+    assert generation.answer["escalation"]["level"] == "none" and generation.adjustments == ()

@@ -6,6 +6,7 @@ behaviour_data_files (source) -> behaviour_dataset -> support_adapter -[adapter_
 import dagster as dg
 from pydantic import Field, create_model
 
+from hybrid_assets.behaviour.calibration import describe as describe_decision
 from hybrid_assets.behaviour.dataset import dataset_version, find_behaviour_files, load_behaviour_data, split_records
 from hybrid_assets.behaviour.evaluate import promotion_gate
 from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, train_candidate
@@ -137,7 +138,7 @@ def support_adapter(context: dg.AssetExecutionContext, config: AdapterTrainingCo
         "base_vs_adapter": dg.MetadataValue.md(comparison_table(candidate.base_metrics, candidate.adapter_metrics,
                                                                 candidate.champion_metrics)),
         "champion_version": candidate.champion_version or "none promoted",
-        "decision_threshold": (candidate.calibration or {}).get("answer_threshold", "none (greedy)"),
+        "decision": describe_decision(candidate.calibration),
     })
     return {"version_id": candidate.version.version_id, "base": candidate.base_metrics,
             "adapter": candidate.adapter_metrics, "champion": candidate.champion_metrics,
