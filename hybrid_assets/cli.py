@@ -235,6 +235,9 @@ def train_options(command):
 @click.option("--promote/--no-promote", default=True, show_default=True,
               help="Promote the adapter when it passes the gate (beats the base on the eval split, and is "
                    "not worse than the adapter in service).")
+@click.option("--decision-probes/--no-decision-probes", "decision_probes", default=None,
+              help="Fit hidden-state probes for the decision and the escalation level at calibration "
+                   "(TrainConfig.decision_probes; off by default, see its comment).")
 @click.option("--export-release", is_flag=True, default=False,
               help="When the adapter passes the gate, also write it to adapters/release/ (the shipped default "
                    "adapter, with its lineage and decision probe): how the release adapter is made.")

@@ -124,7 +124,8 @@ def train_candidate(
     records = eval_subset(split.eval, eval_limit)
     base_metrics = evaluate_base(settings, base_model, records, labels)
     loaded = load_model(base_model, staging, settings)
-    calibrated = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram, train_records=split.train)
+    calibrated = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram,
+                           train_records=split.train if config.decision_probes else ())
     calibration = calibrated.entry
     calibrated.save(staging)  # the probes it uses travel with the adapter (and a resumed run's old ones go)
     adapter_metrics = evaluate_model(base_model, staging, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings,

@@ -252,3 +252,13 @@ def test_the_level_probe_writes_its_level_whole_even_through_a_shared_prefix():
     assert gate.token_distributions["escalation_level"][0]["tier_2"] > 0  # the tokens' own was recorded
     plain = DecisionGate(_Pieces(pieces), DecisionRule(), levels)  # record only: the tokens' choice stands
     assert _run_gate(plain, pieces, prefer) == 'tier_2"'
+
+
+def test_the_probes_are_opt_in_and_do_not_change_what_training_computes():
+    """Measured: fitted on the train split's hidden states, the probes won on dev and abstained on every
+    held-out ticket (RESULTS.md), so calibration fits them only when asked; a run with them resumes the
+    same training checkpoints (the knob is calibration only)."""
+    from hybrid_assets.behaviour.train import TrainConfig
+
+    assert TrainConfig().decision_probes is False
+    assert TrainConfig().fingerprint("data", "base") == TrainConfig(decision_probes=True).fingerprint("data", "base")
