@@ -552,8 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- Corpus: {args.docs} synthetic markdown documents (seed {SEED}, ~20 sections each), "
         f"{len(chunks)} chunks; embedding model `{settings.embedding_model}`; Weaviate "
         f"{settings.weaviate_version} embedded on loopback (fresh temp data dir)",
-        "- Warm-up before timing: the embedding model is loaded and run once, and one throw-away document is "
-        "parsed, so model load and import time are not in any figure. Every ingest figure starts from an "
+        "- Warm-up before timing: the embedding model is loaded and run once, one throw-away document is "
+        "parsed in this process and the parse worker processes are started, so model load, import and worker "
+        "start-up time are not in any figure. Every ingest figure starts from an "
         "empty collection (`client.collections.delete_all()`); all ratios come from this one run.",
         f"- Full ingest breakdown ({workers} parse workers, `HYBRID_PARSE_WORKERS`): scan {t_scan:.2f}s, "
         f"parse+chunk {t_parse:.1f}s, embed {t_embed:.1f}s, write {t_write:.1f}s. Re-ingest = scan + "
