@@ -11,7 +11,7 @@ the project, models from PyPI packages.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,19 @@ OFFLINE_ENV = {
 # reported as a parse failure with the limit in the reason, so one file cannot block the ingest.
 DEFAULT_MAX_DOCUMENT_MB = 20.0
 DEFAULT_PARSE_TIMEOUT_S = 120.0
+# Documents parsed at once, each in its own worker process (knowledge/parsing.py ParallelParser). The
+# "auto" default stops at 4: every worker holds its own copy of unstructured + spaCy (~0.6 GB resident),
+# and embedding, not parsing, is the larger part of a cold ingest.
+MAX_DEFAULT_PARSE_WORKERS = 4
+
+
+def default_parse_workers() -> int:
+    """The CPUs this process may run on (a cpuset/taskset limit counts), at most 4, at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_PARSE_WORKERS, cpus))
 
 
 def apply_offline_env() -> None:
@@ -143,6 +156,9 @@ class Settings:
     # parse_timeout_s <= 0: no time limit (documents are then parsed in this process).
     max_document_bytes: int = int(DEFAULT_MAX_DOCUMENT_MB * 1024 * 1024)
     parse_timeout_s: float = DEFAULT_PARSE_TIMEOUT_S
+    # Documents parsed at once, each in its own worker process (1 = one after the other, as before).
+    # Ignored when parse_timeout_s <= 0 (no worker process then: parsed in this process, one by one).
+    parse_workers: int = field(default_factory=default_parse_workers)
     # The shipped release adapter (behaviour/release.py); None = do not install one.
     release_adapter_dir: Path | None = PROJECT_ROOT / "adapters" / "release"
     # Replicas of each shard of the knowledge and accounts collections (1 for the embedded server;
@@ -219,6 +235,7 @@ def load_settings() -> Settings:
         release_adapter_dir=_release_dir(values),
         max_document_bytes=_positive_mb("HYBRID_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB, values),
         parse_timeout_s=_number("HYBRID_PARSE_TIMEOUT_S", str(DEFAULT_PARSE_TIMEOUT_S), float, values),
+        parse_workers=_parse_workers(values),
         weaviate_replication_factor=_at_least_one("HYBRID_WEAVIATE_REPLICATION_FACTOR", values),
         weaviate_shards=_at_least_one("HYBRID_WEAVIATE_SHARDS", values),
         weaviate_read_consistency=_consistency("HYBRID_WEAVIATE_READ_CONSISTENCY", "ONE", values),
@@ -237,6 +254,12 @@ def _consistency(var: str, default: str, values: dict[str, str]) -> str:
     if level not in CONSISTENCY_LEVELS:
         raise SettingsError(f"{var}={level!r} must be one of {', '.join(CONSISTENCY_LEVELS)}")
     return level
+
+
+def _parse_workers(values: dict[str, str]) -> int:
+    if (values.get("HYBRID_PARSE_WORKERS") or "auto").strip().lower() == "auto":
+        return default_parse_workers()
+    return _at_least_one("HYBRID_PARSE_WORKERS", values)
 
 
 def _at_least_one(var: str, values: dict[str, str], default: str = "1") -> int:

@@ -16,7 +16,8 @@ File safety (every rule below ends in a ``ParseError`` whose text is the reason 
 * Time limit (``Settings.parse_timeout_s``, ``HYBRID_PARSE_TIMEOUT_S``, default 120 s):
   ``ParserProcess`` parses in a worker process and kills it when one file takes longer (a Python
   parser cannot be interrupted in-process); the next file gets a fresh worker. 0 = no limit, parse
-  in-process.
+  in-process. ``ParallelParser`` runs several such workers at once (``HYBRID_PARSE_WORKERS``), each
+  file under the same limits.
 * Text encoding (md/html/txt): UTF-8 (a BOM is allowed, also UTF-16 with a BOM); otherwise
   Windows-1252 (a superset of printable Latin-1) when charset-normalizer finds it a plausible
   reading, else charset-normalizer's best guess (e.g. cp1251 Cyrillic, cp1250 Polish). NUL bytes,
@@ -33,14 +34,17 @@ identical elements and a progress report per block.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import queue
 import stat
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -58,6 +62,7 @@ PARSER_VERSION = "2"
 _TEXT_BLOCK_CHARS = 256 * 1024
 _MAX_CONTROL_RATIO = 0.01
 _WORKER_START_TIMEOUT_S = 300.0
+_CANCEL_CHECK_S = 0.25  # how soon a waiting parse notices that its ingest was aborted
 
 Progress = Callable[[int, int], None]  # (done, total) within one file
 
@@ -68,6 +73,11 @@ class ParseError(ValueError):
 
 class RefusedDocument(ParseError):
     """Refused for safety (a symlink, a special file): what was indexed for it before is removed too."""
+
+
+class ParseCancelled(Exception):
+    """The ingest that asked for this parse was aborted; not a ``ParseError``, so never reported as a
+    document's failure."""
 
 
 @dataclass(frozen=True)
@@ -406,7 +416,32 @@ class ParserProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def _start(self) -> None:
+    def start(self, cancel: threading.Event | None = None) -> None:
+        """Start and warm up the worker unless it is running already."""
+        with self._lock:
+            self._ensure_running(cancel)
+
+    def _ensure_running(self, cancel: threading.Event | None) -> None:
+        if self._process is None or self._process.poll() is not None:
+            self.close()
+            self._start(cancel)
+
+    def _wait(self, seconds: float, cancel: threading.Event | None) -> bool:
+        """``poll(seconds)`` on the pipe; when ``cancel`` is set meanwhile, the worker is killed (its
+        work really stops) and ``ParseCancelled`` raised."""
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            step = remaining if cancel is None else min(remaining, _CANCEL_CHECK_S)
+            if self._conn.poll(step):
+                return True
+            if cancel is not None and cancel.is_set():
+                self.close()
+                raise ParseCancelled("the ingest was aborted")
+            if step >= remaining:
+                return False
+
+    def _start(self, cancel: threading.Event | None = None) -> None:
         import subprocess
         import sys
         from multiprocessing import Pipe
@@ -425,7 +460,7 @@ class ParserProcess:
         finally:
             child.close()
         self._conn = parent
-        if not parent.poll(_WORKER_START_TIMEOUT_S):
+        if not self._wait(_WORKER_START_TIMEOUT_S, cancel):
             self.close()
             raise ParseError(f"parser process did not start within {_WORKER_START_TIMEOUT_S:g} s")
         try:
@@ -450,20 +485,23 @@ class ParserProcess:
         timeout_s: float,
         max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
         progress: Progress | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[Element]:
+        """The file's elements, parsed in the worker under both limits. With ``cancel``: once it is set,
+        the wait stops within 0.25 s, the worker is killed and ``ParseCancelled`` is raised."""
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self.close()
-                self._start()
+            if cancel is not None and cancel.is_set():
+                raise ParseCancelled("the ingest was aborted")
+            self._ensure_running(cancel)
             try:
                 self._conn.send((ref, max_bytes))
             except OSError:  # the worker died since the last file: start a fresh one
                 self.close()
-                self._start()
+                self._start(cancel)
                 self._conn.send((ref, max_bytes))
             deadline = time.monotonic() + timeout_s
             while True:
-                if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                if not self._wait(max(0.0, deadline - time.monotonic()), cancel):
                     self.close()
                     raise ParseError(
                         f"parse timed out after {timeout_s:g} s (limit HYBRID_PARSE_TIMEOUT_S); parsing stopped"
@@ -483,18 +521,36 @@ class ParserProcess:
                 raise (RefusedDocument if message[0] == "refused" else ParseError)(message[1])
 
 
-_shared_parser: ParserProcess | None = None
+# Process-wide workers, reused by every ingest in this process: a worker's start (unstructured imports +
+# spaCy model) takes seconds, so each is warmed up once. They only grow in number (a later ingest asking
+# for fewer workers leaves the others idle) and are closed when the process exits.
+_shared_parsers: list[ParserProcess] = []
+_shared_parsers_lock = threading.Lock()
+
+
+def shared_parsers(count: int) -> list[ParserProcess]:
+    """The first ``count`` process-wide workers (``shared_parser()`` is the first of them)."""
+    import atexit
+
+    with _shared_parsers_lock:
+        while len(_shared_parsers) < count:
+            parser = ParserProcess()
+            atexit.register(parser.close)
+            _shared_parsers.append(parser)
+        return _shared_parsers[:count]
 
 
 def shared_parser() -> ParserProcess:
-    """The process-wide worker (reused across ingests so it is warmed up once per process)."""
-    global _shared_parser
-    if _shared_parser is None:
-        import atexit
+    """The process-wide worker that ``parse_with_limits`` uses (warmed up once per process)."""
+    return shared_parsers(1)[0]
 
-        _shared_parser = ParserProcess()
-        atexit.register(_shared_parser.close)
-    return _shared_parser
+
+def warm_up_parsers(count: int) -> None:
+    """Start and warm up the first ``count`` shared workers now, side by side (a benchmark's untimed
+    warm-up; an ingest starts them on first use, and that start never counts against a file's limit)."""
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="hybrid-parse-start") as pool:
+        for started in [pool.submit(parser.start) for parser in shared_parsers(count)]:
+            started.result()
 
 
 def parse_with_limits(
@@ -507,3 +563,80 @@ def parse_with_limits(
     if timeout_s <= 0:
         return parse_document(ref, max_bytes, progress)
     return shared_parser().parse(ref, timeout_s, max_bytes, progress)
+
+
+# ---- many documents at once
+
+class _ParseWhenAsked:
+    """A future-like parse that runs in the caller's thread when its result is asked for."""
+    def __init__(self, parse: Callable[[], list[Element]]) -> None:
+        self._parse = parse
+
+    def result(self) -> list[Element]:
+        return self._parse()
+
+
+class _OneByOne:
+    """``submit`` for one worker (or none): each file parsed by ``parse_with_limits`` in the caller's
+    thread when its result is asked for, one after the other, exactly as before parsing was parallel."""
+    def __init__(self, max_bytes: int, timeout_s: float) -> None:
+        self._max_bytes, self._timeout_s = max_bytes, timeout_s
+
+    def submit(self, ref: DocumentRef, progress: Progress | None = None) -> _ParseWhenAsked:
+        return _ParseWhenAsked(lambda: parse_with_limits(ref, self._max_bytes, self._timeout_s, progress))
+
+
+class ParallelParser:
+    """Parses up to ``workers`` documents at once, each in one of the shared ``ParserProcess`` workers,
+    under the same size and time limits per file.
+
+    Why threads + processes: parsing is CPU-bound Python (unstructured, spaCy), so using several cores
+    takes several processes, and a ``ParserProcess`` already is one, with the time limit that kills it.
+    Each pool thread holds one worker at a time and only sends it a file and waits on its pipe (no GIL
+    held while waiting), so a few threads keep all workers busy. Leaving the ``with`` block shuts the
+    threads down; on an exception, files not started yet are dropped and running parses are stopped
+    within 0.25 s (their workers are killed), so no parse outlives the call. The worker processes
+    themselves stay, warm, for the next ingest (``shared_parsers``).
+    """
+    def __init__(self, workers: int, max_bytes: int, timeout_s: float) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers, self._max_bytes, self._timeout_s = workers, max_bytes, timeout_s
+        self._idle: queue.SimpleQueue[ParserProcess] = queue.SimpleQueue()
+        self._cancel = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> ParallelParser:
+        for parser in shared_parsers(self.workers):
+            self._idle.put(parser)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hybrid-parse")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._cancel.set()
+        self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+    def submit(self, ref: DocumentRef, progress: Progress | None = None) -> Future[list[Element]]:
+        """Start parsing ``ref`` as soon as a worker is free; the future raises ``ParseError`` as
+        ``parse_with_limits`` would."""
+        return self._pool.submit(self._parse_on_a_free_worker, ref, progress)
+
+    def _parse_on_a_free_worker(self, ref: DocumentRef, progress: Progress | None) -> list[Element]:
+        parser = self._idle.get_nowait()  # never empty: the pool runs at most `workers` parses at once
+        try:
+            return parser.parse(ref, self._timeout_s, self._max_bytes, progress, cancel=self._cancel)
+        finally:
+            self._idle.put(parser)
+
+
+@contextlib.contextmanager
+def document_parser(workers: int, max_bytes: int, timeout_s: float) -> Iterator[_OneByOne | ParallelParser]:
+    """Yields an object whose ``submit(ref, progress)`` returns a future of the document's elements:
+    a ``ParallelParser`` for several workers; ``_OneByOne`` for one worker, or for no time limit
+    (parsing then runs in this process, where threads would not spread it over cores)."""
+    if workers <= 1 or timeout_s <= 0:
+        yield _OneByOne(max_bytes, timeout_s)
+        return
+    with ParallelParser(workers, max_bytes, timeout_s) as parser:
+        yield parser

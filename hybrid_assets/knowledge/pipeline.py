@@ -19,7 +19,7 @@ from hybrid_assets.knowledge.parsing import (
     ParseError,
     RefusedDocument,
     check_document,
-    parse_with_limits,
+    document_parser,
 )
 from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.settings import Settings, load_settings
@@ -81,51 +81,79 @@ def build_document_chunks(
     show_progress: bool = False,
     max_document_bytes: int | None = None,
     parse_timeout_s: float | None = None,
+    parse_workers: int | None = None,
 ) -> ChunkingResult:
     """Parse + chunk every document; unchanged documents are read from a cache keyed by document id
     and content hash, so only changed documents are parsed again. The cheap file checks (symlink,
     extension, size limit) run before the cache is consulted. A failure is recorded per document,
-    never raised. Limits left at None come from the environment (``load_settings``)."""
-    if max_document_bytes is None or parse_timeout_s is None:
+    never raised. Up to ``parse_workers`` documents are parsed at once (``document_parser``); the
+    result is the same for any number, since outcomes are recorded in the order of ``refs``. Limits
+    and the worker count left at None come from the environment (``load_settings``)."""
+    if max_document_bytes is None or parse_timeout_s is None or parse_workers is None:
         settings = load_settings()
         max_document_bytes = settings.max_document_bytes if max_document_bytes is None else max_document_bytes
         parse_timeout_s = settings.parse_timeout_s if parse_timeout_s is None else parse_timeout_s
+        parse_workers = settings.parse_workers if parse_workers is None else parse_workers
     result = ChunkingResult(version=file_set_version(refs), documents=len(refs))
-
-    def fail(ref: DocumentRef, exc: ParseError) -> None:
-        result.failures[ref.doc_id] = str(exc)
-        if isinstance(exc, RefusedDocument):
-            result.refused.add(ref.doc_id)
-
-    iterator, bar = refs, None
+    bar = None
     if show_progress:
         from tqdm import tqdm
 
-        iterator = bar = tqdm(refs, desc="parse + chunk", unit="doc")
-    for ref in iterator:
-        try:
-            check_document(ref, max_document_bytes)
-        except ParseError as exc:
-            fail(ref, exc)
-            continue
-        cached = _cache_path(cache_dir, ref)
-        if cached.exists():
-            rows = json.loads(cached.read_text())
-            result.chunks_by_doc[ref.doc_id] = [Chunk(**row) for row in rows]
-            continue
-        try:
-            elements = parse_with_limits(ref, max_document_bytes, parse_timeout_s, _progress_logger(ref, bar))
-            chunks = chunk_elements(ref.doc_id, elements)
-        except ParseError as exc:
-            fail(ref, exc)
-            continue
-        result.parsed.append(ref.doc_id)
-        result.chunks_by_doc[ref.doc_id] = chunks
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(c) for c in chunks]))
-        tmp.replace(cached)
+        bar = tqdm(total=len(refs), desc="parse + chunk", unit="doc")
+    try:
+        with document_parser(parse_workers, max_document_bytes, parse_timeout_s) as parser:
+            # Every parse is handed out first so the workers keep busy; outcomes are then recorded in
+            # input order (never completion order), so the result does not depend on the worker count.
+            started = [(ref, _start_document(ref, cache_dir, max_document_bytes, parser, bar)) for ref in refs]
+            for ref, outcome in started:
+                _record_document(result, cache_dir, ref, outcome)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     return result
+
+
+def _start_document(ref: DocumentRef, cache_dir: Path, max_document_bytes: int, parser, bar):
+    """The cheap checks, then the cache, then the parse: returns the check's ``ParseError``, the cached
+    chunks, or the future of the document's elements (the parse runs meanwhile)."""
+    try:
+        check_document(ref, max_document_bytes)
+    except ParseError as exc:
+        return exc
+    cached = _cache_path(cache_dir, ref)
+    if cached.exists():
+        return [Chunk(**row) for row in json.loads(cached.read_text())]
+    return parser.submit(ref, _progress_logger(ref, bar))
+
+
+def _record_failure(result: ChunkingResult, ref: DocumentRef, exc: ParseError) -> None:
+    result.failures[ref.doc_id] = str(exc)
+    if isinstance(exc, RefusedDocument):
+        result.refused.add(ref.doc_id)
+
+
+def _record_document(result: ChunkingResult, cache_dir: Path, ref: DocumentRef, outcome) -> None:
+    """Record one document's outcome (from ``_start_document``); a new parse is chunked and cached."""
+    if isinstance(outcome, ParseError):
+        _record_failure(result, ref, outcome)
+        return
+    if isinstance(outcome, list):
+        result.chunks_by_doc[ref.doc_id] = outcome
+        return
+    try:
+        chunks = chunk_elements(ref.doc_id, outcome.result())
+    except ParseError as exc:
+        _record_failure(result, ref, exc)
+        return
+    result.parsed.append(ref.doc_id)
+    result.chunks_by_doc[ref.doc_id] = chunks
+    cached = _cache_path(cache_dir, ref)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps([asdict(c) for c in chunks]))
+    tmp.replace(cached)
 
 
 def index_documents(client, settings: Settings, chunking: ChunkingResult, show_progress: bool = False) -> SyncReport:
@@ -236,6 +264,7 @@ def ingest_knowledge(client, settings: Settings, show_progress: bool = False) ->
     chunking = build_document_chunks(
         scan_documents(settings.docs_dir), settings.cache_dir, show_progress,
         max_document_bytes=settings.max_document_bytes, parse_timeout_s=settings.parse_timeout_s,
+        parse_workers=settings.parse_workers,
     )
     documents = index_documents(client, settings, chunking, show_progress)
     record_document_ingest(client, settings, chunking, documents)

@@ -189,7 +189,8 @@ def test_time_limit_kills_the_parse_and_the_next_file_still_parses(tmp_path):
     worker.parse(refs[0], timeout_s=60)  # start + warm up the worker outside the measured call
     pid = worker.pid
 
-    result = build_document_chunks(refs, tmp_path / "cache", parse_timeout_s=1)
+    # one worker (the shared one above); two workers: test_parallel_parsing.py
+    result = build_document_chunks(refs, tmp_path / "cache", parse_timeout_s=1, parse_workers=1)
     assert result.failures == {
         "b-slow.txt": "parse timed out after 1 s (limit HYBRID_PARSE_TIMEOUT_S); parsing stopped"
     }
