@@ -18,7 +18,7 @@ any timing, so model load and import time are not counted. Results go to the "##
 
     .venv/bin/python benchmarks/ingest.py [--docs 500] [--queries 200] [--out benchmarks/RESULTS.md]
 
-``--smoke --docs 20 --queries 10 --out /tmp/ingest-smoke.md`` checks that the script runs, in minutes:
+``--smoke --docs 20 --queries 10 --out ingest-smoke.md`` checks that the script runs, in minutes:
 it allows fewer than 100 documents and does not top the collection up to 10,000 chunks for the
 latency figures, so its figures mean nothing (and it never writes benchmarks/RESULTS.md).
 """

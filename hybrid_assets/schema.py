@@ -154,12 +154,19 @@ def escalation_follows_decision(answer: dict, labels: LabelSpace) -> tuple[dict,
     triggered (rules 1-4) stays. Returns (answer, whether the level was changed). Every behaviour
     record already follows this (``behaviour/dataset.py`` builds its not-answerable answers with
     ``not_answerable_escalation``); a small model does not always, and its reply is then routed wrong."""
-    if answer.get("decision") != NOT_ANSWERABLE or answer["escalation"]["level"] != "none":
+    level = answer["escalation"]["level"]
+    if policy_level(answer.get("decision"), level, labels) == level:
         return answer, False
-    escalation = not_answerable_escalation(labels, None)
-    if escalation["level"] == "none":  # a label space with no other level: nothing to route to
-        return answer, False
-    return {**answer, "escalation": escalation}, True
+    return {**answer, "escalation": not_answerable_escalation(labels, None)}, True
+
+
+def policy_level(decision: str | None, level: str | None, labels: LabelSpace) -> str | None:
+    """The level ``escalation_follows_decision`` keeps for this decision: "none" under "not answerable"
+    becomes the not-answerable level (unless the label space has no other level); anything else stays.
+    Also for the labels a cut answer had decided (``models/generation.py``)."""
+    if decision == NOT_ANSWERABLE and level == "none":
+        return labels.not_answerable_level
+    return level
 
 
 def not_answerable_answer(labels: LabelSpace, *, sentiment: str | None = None, category: str | None = None,

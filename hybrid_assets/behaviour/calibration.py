@@ -7,7 +7,7 @@ records as a distribution; the threshold is then replayed offline over a grid (`
 is pure), keeping the one with the best macro F1 over the decision classes the dev split has - so
 abstaining on everything, or never, scores badly. The result goes into the adapter's lineage.
 
-Given the train split too, a decision probe (``models/decision.DecisionProbe``) is fitted on the
+Given the train split too (``TrainConfig.decision_probes``, off by default: see RESULTS.md), a decision probe (``models/decision.DecisionProbe``) is fitted on the
 hidden states where the train examples' decisions are taken - class-balanced, so the many answerable
 examples do not drown the rest - with its regularisation and threshold chosen on the same dev split.
 The probe is kept (``method: probe``) only when its dev macro F1 beats the tokens' own (greedy or
@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-
-from hybrid_assets.behaviour.dataset import BehaviourRecord
-from hybrid_assets.behaviour.evaluate import generate_answers
 from dataclasses import dataclass
 from pathlib import Path
 
+from hybrid_assets.behaviour.dataset import BehaviourRecord
+from hybrid_assets.behaviour.evaluate import generate_answers
 from hybrid_assets.models.decision import (DECISION, LEVEL, LEVEL_PROBE_FILE, PROBE_FILE, DecisionProbe,
                                           DecisionRule, choose)
 from hybrid_assets.schema import DECISIONS, LabelSpace

@@ -12,6 +12,7 @@ candidate must match (``behaviour/evaluate.promotion_gate``): a quick adapter ne
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import uuid
@@ -92,10 +93,23 @@ def export_release(version: AdapterVersion, release_dir: Path = RELEASE_DIR) -> 
         shutil.copy2(version.path / name, staging / name)
     if (version.path / PROBE_FILE).is_file():  # the decision probe, when calibration chose one
         shutil.copy2(version.path / PROBE_FILE, staging / PROBE_FILE)
+    _portable_base_name(staging / "adapter_config.json", version.lineage.get("base_model"))
     if release_dir.exists():
         shutil.rmtree(release_dir)
     staging.rename(release_dir)
     return release_dir
+
+
+def _portable_base_name(config_path: Path, base_model: str | None) -> None:
+    """PEFT records the base model as it was loaded - here the converted folder under this machine's
+    cache. The shipped copy names it as configured instead (``HYBRID_BASE_MODEL``, the lineage's
+    ``base_model``): serving loads the base itself and vLLM is given the base folder, so the field is
+    only a label, and a committed file must not carry a machine path."""
+    if not base_model:
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_model
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def adapter_trained_on(settings: Settings, data_version: str) -> AdapterVersion | None:

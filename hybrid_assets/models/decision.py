@@ -199,14 +199,10 @@ class DecisionGate:
         self._pieces: dict[int, str] = {}
         self._prompt_length: int | None = None
 
-    # the decision's figures under their earlier names (serving, the gate's evaluation, calibration)
     @property
     def probabilities(self) -> list:
+        """The decision's distributions per row (what ``Generation.decision_probabilities`` carries)."""
         return self.distributions[DECISION]
-
-    @property
-    def features(self) -> list:
-        return self.kept[DECISION]
 
     def _piece(self, token_id: int) -> str:
         piece = self._pieces.get(token_id)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from hybrid_assets.models.constrained import GrammarCache
 from hybrid_assets.models.decision import LEVEL, DecisionGate, DecisionRule, LastHiddenState
 from hybrid_assets.models.repetition import AnswerNgramGuard
-from hybrid_assets.schema import DECISIONS, NOT_ANSWERABLE, LabelSpace, escalation_follows_decision, parse_answer
+from hybrid_assets.schema import DECISIONS, LabelSpace, escalation_follows_decision, parse_answer, policy_level
 from hybrid_assets.scoring import decisions_of
 
 # The decision fields, in generation order, as the compact grammar layout writes them.
@@ -84,10 +84,10 @@ def parse_generation(text: str, tokens: int, labels: LabelSpace, prompt_tokens: 
         answer = parse_answer(text.strip(), labels).model_dump()
     except ValueError as exc:  # pydantic.ValidationError is a ValueError; under the grammar: a cut answer
         decided = read_decided(text, labels)
-        adjusted = decided.get("decision") == NOT_ANSWERABLE and decided.get("escalation_level") == "none" \
-            and labels.not_answerable_level != "none"
+        level = decided.get("escalation_level")
+        adjusted = policy_level(decided.get("decision"), level, labels) != level
         if adjusted:
-            decided["escalation_level"] = labels.not_answerable_level
+            decided["escalation_level"] = policy_level(decided["decision"], level, labels)
         return Generation(text, tokens, None, decided, str(exc).splitlines()[0][:200], prompt_tokens,
                           adjustments=(ESCALATION_ADJUSTED,) if adjusted else ())
     answer, adjusted = escalation_follows_decision(answer, labels)

@@ -181,10 +181,6 @@ class AnswerEngine:
     def answer_threshold(self) -> float | None:
         return self._decision.answer_threshold
 
-    @property
-    def decision_rule(self) -> DecisionRule:
-        return self._decision
-
     def answer(self, client, ticket: str, customer_id: str | None = None, history: list[dict] | None = None,
                retrieval: bool = True) -> AnswerResult:
         return self.answer_many(client, [{"ticket": ticket, "customer_id": customer_id, "history": history}],

@@ -77,8 +77,12 @@ def test_no_release_configured_installs_nothing(release_settings):
 def test_export_writes_only_the_peft_files_and_the_lineage(release_settings, tmp_path):
     version = install_release(release_settings)
     (version.path / "checkpoints").mkdir()
+    (version.path / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": str(tmp_path / "cache" / "converted-base")}))
     out = export_release(version, tmp_path / "exported")
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "lineage.json"]
+    shipped = json.loads((out / "adapter_config.json").read_text())  # the base as configured, no machine path
+    assert shipped == {"peft_type": "LORA", "base_model_name_or_path": "base"}
     (version.path / PROBE_FILE).write_bytes(b"probe")  # an adapter calibrated with a probe ships it too
     out = export_release(version, tmp_path / "exported")
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
@@ -100,4 +104,5 @@ def test_the_shipped_release_adapter_was_trained_on_the_shipped_data_and_is_cali
     assert (rule.probe is not None) == (calibration["method"] == "probe")  # its probe file is shipped with it
     assert rule.probe is None or rule.probe.features == 576  # SmolLM2-135M's hidden size
     adapter_config = json.loads((SHIPPED / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == lineage["base_model"]
     assert adapter_config["peft_type"] == "LORA"  # a standard PEFT folder (vLLM / PEFT load it as is)
