@@ -10,6 +10,8 @@ import click
 
 from hybrid_assets.behaviour.calibration import describe as describe_decision
 from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, promote_if_passing, train_candidate
+from hybrid_assets.behaviour.release import RELEASE_DIR
+from hybrid_assets.behaviour.release import export_release as write_release
 from hybrid_assets.behaviour.train import PROFILES, TrainConfig, profile_config
 from hybrid_assets.evaluation.compare import bar_chart, markdown_table, write_report
 from hybrid_assets.evaluation.datasets import DatasetFormatError
@@ -282,8 +284,6 @@ def train(eval_limit, profile, promote, export_release, **knobs) -> None:
     if not passed:
         sys.exit(1)
     if export_release:
-        from hybrid_assets.behaviour.release import RELEASE_DIR, export_release as write_release
-
         out = write_release(candidate.version, settings.release_adapter_dir or RELEASE_DIR)
         click.echo(f"release adapter written to {out} (commit it with data/behaviour: its lineage names that data)")
 
