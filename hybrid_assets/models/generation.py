@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hybrid_assets.models.citing import AnswerCites
 from hybrid_assets.models.constrained import GrammarCache
 from hybrid_assets.models.decision import LEVEL, DecisionGate, DecisionRule, LastHiddenState
 from hybrid_assets.models.repetition import AnswerNgramGuard
@@ -77,6 +78,7 @@ class Generation:
 
 
 ESCALATION_ADJUSTED = "escalation_follows_decision"
+CITATION_REQUIRED = "answer_made_to_cite"  # ``models/citing.py`` kept an answer's citations from closing empty
 
 
 def parse_generation(text: str, tokens: int, labels: LabelSpace, prompt_tokens: int = 0) -> Generation:
@@ -107,10 +109,13 @@ class Decoder:
         self.constrained = constrained
         self.grammars = GrammarCache(tokenizer, vocab_size) if constrained else None
 
-    def processors(self, citable: list[tuple[str, ...]], gate: DecisionGate | None = None) -> list:
+    def processors(self, citable: list[tuple[str, ...]], gate: DecisionGate | None = None,
+                   cites: AnswerCites | None = None) -> list:
         processors = [self.grammars.logits_processor(self.labels, citable)] if self.constrained else []
         if gate is not None:  # reads the grammar-masked scores (see models/decision.py)
             processors.append(gate)
+        if cites is not None:  # after the grammar mask too (see models/citing.py)
+            processors.append(cites)
         if self.no_repeat_ngram:  # after the grammar mask (see models/repetition.py)
             processors.append(AnswerNgramGuard(self.no_repeat_ngram))
         return processors
@@ -147,6 +152,7 @@ class Decoder:
         hidden = LastHiddenState() if self.constrained and (probed or keep_features) else None
         gate = DecisionGate(tokenizer, rule, self.labels.escalation_levels, hidden, keep_features) \
             if self.constrained else None
+        cites = AnswerCites(tokenizer) if self.constrained else None
         handle = hidden.attach(model) if hidden is not None else None
         with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()), \
                 _removed_after(handle):
@@ -154,7 +160,7 @@ class Decoder:
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
-                logits_processor=self.processors(citable, gate),
+                logits_processor=self.processors(citable, gate, cites),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 stopping_criteria=[_step_hook(stop, step_times)] if stop is not None or step_times is not None else None,
@@ -167,6 +173,8 @@ class Decoder:
                 row = row[: row.index(tokenizer.eos_token_id) + 1]
             text = tokenizer.decode(row, skip_special_tokens=True)
             generation = parse_generation(text, len(row), self.labels, int(prompt_tokens))
+            if cites is not None and index < len(cites.forced) and cites.forced[index]:
+                generation = dataclasses.replace(generation, adjustments=(*generation.adjustments, CITATION_REQUIRED))
             if gate is not None and index < len(gate.probabilities):
                 generation = dataclasses.replace(
                     generation, decision_probabilities=gate.probabilities[index],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from hybrid_assets.behaviour.registry import AdapterRegistry, read_lineage
 from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.decision import DecisionRule
+from hybrid_assets.models.figures import check_figures
 from hybrid_assets.models.generation import Decoder, Generation
 from hybrid_assets.prompting import build_messages
 from hybrid_assets.schema import ANSWER, LabelSpace, dump_answer, not_answerable_answer, parse_answer
@@ -32,6 +33,7 @@ class Prepared:
     """A request ready to generate: what was retrieved for it and the conversation the model reads."""
     retrieved: Retrieved
     conversation: list[dict]
+    given: tuple[str, ...] = ()  # what the request says itself (ticket, earlier turns): figures it may repeat
 
 
 @dataclass
@@ -69,13 +71,18 @@ class AnswerResult:
         }
 
 
-def enforce_grounding(answer: dict, retrieved_ids: set[str], labels: LabelSpace) -> tuple[dict, list[str], list[str]]:
-    """Pure post-checks (``schema.grounding_problem``): unknown citation ids are dropped (and
-    reported); a clarifying question or a "not answerable" cites nothing; an answer that cites
-    nothing is not grounded, so it becomes the honest not-answerable answer."""
+def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSpace,
+                      given: Iterable[str] = ()) -> tuple[dict, list[str], list[str]]:
+    """Pure post-checks (``schema.grounding_problem``) of an answer given the retrieved ``passages``
+    (short id -> text) and what the request itself says (``given``: ticket, earlier turns):
+    unknown citation ids are dropped (and reported); a clarifying question or a "not answerable" cites
+    nothing; an answer that cites nothing is not grounded, so it becomes the honest not-answerable
+    answer. A figure in the reply or resolution that neither a cited passage nor the request holds
+    (``models/figures.py``) is cited from the retrieved passage that holds it, or, when none does, is
+    an invented fact: the answer becomes the honest one, keeping its labels."""
     answer = dict(answer)
-    dropped = [c for c in answer["citations"] if c not in retrieved_ids]
-    citations = list(dict.fromkeys(c for c in answer["citations"] if c in retrieved_ids))
+    dropped = [c for c in answer["citations"] if c not in passages]
+    citations = list(dict.fromkeys(c for c in answer["citations"] if c in passages))
     guards = []
     if dropped:
         guards.append("dropped_unknown_citations")
@@ -86,8 +93,24 @@ def enforce_grounding(answer: dict, retrieved_ids: set[str], labels: LabelSpace)
         answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
                                        escalation=answer["escalation"])
         guards.append("ungrounded_answer_replaced")
+    else:
+        figures = check_figures([answer["reply"], answer["resolution"]], {c: passages[c] for c in citations},
+                                passages, given, label_words(labels))
+        if figures.unsupported:
+            answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
+                                           escalation=answer["escalation"])
+            citations = []
+            guards.append("unsupported_figure_replaced")
+        elif figures.cite_also and answer["decision"] == ANSWER:
+            citations += figures.cite_also
+            guards.append("cited_the_passage_holding_a_figure")
     answer["citations"] = citations
     return answer, dropped, guards
+
+
+def label_words(labels: LabelSpace) -> list[str]:
+    """The label space's own names as a reply writes them ("tier_2" -> "Tier 2"): not facts to check."""
+    return [labels.company, *(v.replace("_", " ") for v in (*labels.escalation_levels, *labels.categories))]
 
 
 def truncated_answer(decided: dict, labels: LabelSpace) -> dict:
@@ -217,7 +240,9 @@ class AnswerEngine:
                        if retrieval else Retrieved([], {}, 0.0))
         conversation = build_messages(request["ticket"], context.passages, self.labels, request.get("customer_id"),
                                       request.get("history"))
-        return Prepared(context, conversation)
+        given = (request["ticket"], request.get("customer_id") or "",
+                 *(turn["content"] for turn in request.get("history") or ()))
+        return Prepared(context, conversation, given)
 
     def answer_prepared(self, prepared: list[Prepared], stop: Callable[[], bool] | None = None) -> list[AnswerResult]:
         """One batch of prepared requests, each with its own grammar (its citable ids) and its own result:
@@ -233,7 +258,7 @@ class AnswerEngine:
         generated = self.generate([p.conversation for p in prepared], [tuple(p.retrieved.hits) for p in prepared],
                                   stop)
         seconds = (time.perf_counter() - started) / len(generated)  # per answer, amortised
-        return [self._finish(generation, p.retrieved, seconds, self._adapter_version)
+        return [self._finish(generation, p, seconds, self._adapter_version)
                 for p, generation in zip(prepared, generated)]
 
     @property
@@ -241,9 +266,11 @@ class AnswerEngine:
         """The loaded tokenizer (None before the first generation); read without the lock."""
         return self._decoder.tokenizer if self._decoder is not None else None
 
-    def _finish(self, generation: Generation, retrieved: Retrieved, generation_s: float, version) -> AnswerResult:
+    def _finish(self, generation: Generation, prepared: Prepared, generation_s: float, version) -> AnswerResult:
+        retrieved = prepared.retrieved
         if generation.complete:
-            answer, dropped, guards = enforce_grounding(generation.answer, set(retrieved.hits), self.labels)
+            answer, dropped, guards = enforce_grounding(
+                generation.answer, {p.short_id: p.text for p in retrieved.passages}, self.labels, prepared.given)
         else:  # the budget cut it: the honest answer, keeping the labels the cut answer had decided
             answer, dropped, guards = truncated_answer(generation.decided, self.labels), [], ["truncated_generation_replaced"]
         guards = [*generation.adjustments, *guards]

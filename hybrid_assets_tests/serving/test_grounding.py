@@ -8,10 +8,13 @@ from pathlib import Path
 
 from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, fallback_answer
 from hybrid_assets.models.constrained import schema_for_request
+from hybrid_assets.models.figures import check_figures, figures_in
 from hybrid_assets.serving.engine import enforce_grounding
 from hybrid_assets.settings import PROJECT_ROOT
 
 LABELS = LabelSpace.from_file(Path(PROJECT_ROOT / "data/behaviour/labels.json"))
+LABEL_SIZE = "Label sizes: set the label size to 4x6 under Settings → Printing."
+PASSAGES = {"S1": LABEL_SIZE, "S2": "Refunds for unused labels are issued within 14 days; fees over $1,250.00 need approval."}
 
 
 def answer(**overrides) -> dict:
@@ -28,13 +31,13 @@ def answer(**overrides) -> dict:
 
 
 def test_unknown_citations_are_dropped_and_reported():
-    fixed, dropped, guards = enforce_grounding(answer(citations=["S1", "S9", "S1"]), {"S1", "S2"}, LABELS)
+    fixed, dropped, guards = enforce_grounding(answer(citations=["S1", "S9", "S1"]), PASSAGES, LABELS)
     assert fixed["citations"] == ["S1"] and dropped == ["S9"]
     assert "dropped_unknown_citations" in guards
 
 
 def test_ungrounded_answer_becomes_honest_refusal():
-    fixed, _, guards = enforce_grounding(answer(citations=["S7"]), {"S1"}, LABELS)
+    fixed, _, guards = enforce_grounding(answer(citations=["S7"]), {"S1": LABEL_SIZE}, LABELS)
     assert fixed["decision"] == "not_answerable" and fixed["citations"] == []
     assert fixed["reply"] == NOT_ANSWERABLE_REPLY
     assert fixed["escalation"]["level"] == "tier_2"
@@ -42,20 +45,20 @@ def test_ungrounded_answer_becomes_honest_refusal():
 
 
 def test_unanswerable_answer_cites_nothing():
-    fixed, _, guards = enforce_grounding(answer(decision="not_answerable", citations=["S1"]), {"S1"}, LABELS)
+    fixed, _, guards = enforce_grounding(answer(decision="not_answerable", citations=["S1"]), {"S1": LABEL_SIZE}, LABELS)
     assert fixed["citations"] == [] and guards == ["cleared_citations_of_not_answerable"]
 
 
 def test_a_clarifying_question_cites_nothing_and_stays_a_question():
     fixed, _, guards = enforce_grounding(answer(decision="clarify", citations=["S1"], reply="Which order?"),
-                                         {"S1"}, LABELS)
+                                         {"S1": LABEL_SIZE}, LABELS)
     assert fixed["decision"] == "clarify" and fixed["citations"] == [] and fixed["reply"] == "Which order?"
     assert guards == ["cleared_citations_of_clarify"]
 
 
 def test_grounded_answer_is_untouched():
     original = answer(citations=["S2", "S1"])
-    fixed, dropped, guards = enforce_grounding(original, {"S1", "S2"}, LABELS)
+    fixed, dropped, guards = enforce_grounding(original, PASSAGES, LABELS)
     assert fixed == original and dropped == [] and guards == []
 
 
@@ -94,11 +97,64 @@ def test_an_unknown_no_docs_level_is_a_clear_error():
 def test_grounding_and_fallback_follow_another_companys_labels():
     ungrounded = {"sentiment": "upset", "category": "orders", "decision": "answer",
                   "escalation": {"level": "none", "reason": "r"}, "citations": [], "resolution": "x", "reply": "y"}
-    fixed, _, guards = enforce_grounding(ungrounded, {"S1"}, OTHER_COMPANY)
+    fixed, _, guards = enforce_grounding(ungrounded, {"S1": LABEL_SIZE}, OTHER_COMPANY)
     assert fixed["escalation"]["level"] == "human_review" and "ungrounded_answer_replaced" in guards
     assert (fixed["sentiment"], fixed["category"]) == ("upset", "orders")  # decided labels are kept
     legal = {**ungrounded, "escalation": {"level": "legal", "reason": "Rule 1: legal threat."}}
-    assert enforce_grounding(legal, set(), OTHER_COMPANY)[0]["escalation"]["level"] == "legal"
+    assert enforce_grounding(legal, {}, OTHER_COMPANY)[0]["escalation"]["level"] == "legal"
     fallback = fallback_answer(OTHER_COMPANY, "cut")
     assert fallback["escalation"]["level"] == "human_review"
     assert fallback["sentiment"] in OTHER_COMPANY.sentiments and fallback["category"] in OTHER_COMPANY.categories
+
+
+# -- figures: never an invented amount, limit or duration ----------------------------------------
+def test_an_invented_amount_turns_the_answer_into_the_honest_one():
+    """The drone ticket's reply promised "$500 per parcel", a figure no passage holds."""
+    invented = answer(category="other", reply="Drone delivery to Antarctica costs $500 per parcel. — The Parcelwise "
+                      "Support Team")
+    fixed, _, guards = enforce_grounding(invented, PASSAGES, LABELS, given=["Can you ship by drone to Antarctica?"])
+    assert guards == ["unsupported_figure_replaced"]
+    assert fixed["decision"] == "not_answerable" and fixed["citations"] == [] and fixed["reply"] == NOT_ANSWERABLE_REPLY
+    assert fixed["category"] == "other" and fixed["escalation"]["level"] == "tier_2"  # labels kept, policy applied
+
+
+def test_a_figure_from_the_cited_passage_the_ticket_or_a_label_name_is_kept():
+    grounded = answer(reply="Set the label size to 4x6 for order 88231; Tier 2 will follow up. — The Parcelwise "
+                      "Support Team", resolution="1. Check printing.\n2. Escalate to tier 2 if it persists.")
+    fixed, _, guards = enforce_grounding(grounded, PASSAGES, LABELS, given=["My order 88231 prints too small"])
+    assert fixed == grounded and guards == []
+
+
+def test_a_figure_only_an_uncited_retrieved_passage_holds_cites_that_passage():
+    reply = answer(reply="Refunds arrive within 14 days. — The Parcelwise Support Team", citations=["S1"])
+    fixed, _, guards = enforce_grounding(reply, PASSAGES, LABELS)
+    assert fixed["citations"] == ["S1", "S2"] and guards == ["cited_the_passage_holding_a_figure"]
+    assert fixed["reply"] == reply["reply"]
+
+
+def test_figures_compare_by_value_not_by_spelling():
+    assert figures_in("Fees over $1,250.00, 20% off, 4x6 labels, KI-102, S1 and v2") == {"1250", "20", "4", "6", "102"}
+    assert figures_in("1. Open settings\n2) Print") == set()  # list markers are layout
+    check = check_figures(["It costs 1250 USD and takes 3 days"], {"S1": "fees over $1,250.00"}, {"S1": "x"})
+    assert check.unsupported == ("3",) and check.cite_also == ()
+
+
+def test_an_invented_figure_in_a_clarifying_question_is_not_served():
+    question = answer(decision="clarify", citations=[], reply="Is this about your 3 warehouses?")
+    fixed, _, guards = enforce_grounding(question, PASSAGES, LABELS, given=["Labels are wrong"])
+    assert fixed["decision"] == "not_answerable" and guards == ["unsupported_figure_replaced"]
+
+
+def test_a_figure_one_arithmetic_step_from_supported_ones_is_kept():
+    passage = {"S1": "Starter includes 250 labels; each extra label is $0.08."}
+    assert check_figures(["80 extra labels add $6.40"], passage, passage, ["We printed 330 labels"]).unsupported == ()
+    chained = {"S1": "Growth is $99 with 1,500 labels; extra labels are $0.06."}
+    assert check_figures(["3,500 extra labels cost $210, $309 in total"], chained, chained,
+                         ["we print 5,000 labels"]).unsupported == ()
+    assert check_figures(["it costs $7"], passage, passage, ["We printed 330 labels"]).unsupported == ("7",)
+
+
+def test_two_document_figures_alone_derive_nothing():
+    """A date and a limit would otherwise "support" an invented amount (250 x 2 = 500)."""
+    passage = {"S1": "Since 2026-11-02, batches above 250 labels time out."}
+    assert check_figures(["$500 per parcel"], passage, passage, ["Can you ship by drone?"]).unsupported == ("500",)

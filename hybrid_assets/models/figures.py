@@ -1,0 +1,90 @@
+"""Figures in a reply must come from somewhere: "never an invented fact" checked where it is cheapest
+to check, on numbers. A small model fills a reply with plausible amounts, limits and durations ("$500
+per parcel", "within 24 hours") that no passage says; a reader cannot tell them from real ones.
+
+A figure is a number as written (``$1,250.00``, ``50``, ``4x6``'s ``4`` and ``6``, ``20%``), compared by
+value, so ``$1,250`` in a reply is supported by ``1250 USD`` in a passage. Numbered-list markers at the
+start of a line are layout, not figures. Pure functions; serving decides what to do with the result
+(``serving/engine.enforce_grounding``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# A number not glued to a word on its left (``S1``, ``v2`` and ``KI-`` ids' letters are not figures;
+# the ``102`` of ``KI-102`` is) with an optional currency sign, thousands separators and decimals.
+_FIGURE = re.compile(r"(?<![\w.])[$€£]?(\d[\d,]*(?:\.\d+)?)")
+_LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s", re.MULTILINE)
+_DIMENSIONS = re.compile(r"(?<=\d)[x×](?=\d)")  # 4x6: two figures
+
+
+def figures_in(text: str) -> set[str]:
+    """The figures of ``text`` as canonical values (``"1250"``, ``"0.5"``)."""
+    text = _DIMENSIONS.sub(" ", _LIST_MARKER.sub(" ", text))
+    return {_canonical(m.group(1)) for m in _FIGURE.finditer(text)}
+
+
+def _canonical(number: str) -> str:
+    number = number.replace(",", "").rstrip(".")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    return number.lstrip("0") or "0"
+
+
+@dataclass(frozen=True)
+class FigureCheck:
+    unsupported: tuple[str, ...]  # figures no cited passage, other retrieved passage nor the request holds
+    cite_also: tuple[str, ...]  # retrieved but uncited passages that hold a figure the answer uses
+
+
+def check_figures(written: Iterable[str], cited: Mapping[str, str], retrieved: Mapping[str, str],
+                  given: Iterable[str] = (), names: Iterable[str] = ()) -> FigureCheck:
+    """Where each figure of the ``written`` texts comes from. ``cited``/``retrieved``: passage id ->
+    text; ``given``: what the request itself says (the ticket, earlier turns); ``names``: words whose
+    figures are names, not quantities (label names like "Tier 2"). A figure one arithmetic step from supported ones is supported ("80 extra labels at
+    $0.08 add $6.40"; "15 bought, 2 scanned: 13 qualify"). A figure only an uncited retrieved passage
+    holds is supported once that passage is cited (``cite_also``, first such passage in retrieval order)."""
+    wanted = set().union(*(figures_in(t) for t in written))
+    documented = set().union(*(figures_in(t) for t in cited.values()))
+    stated = set().union(*(figures_in(t) for t in given))
+    cite_also: list[str] = []
+    for figure in sorted(wanted - documented - stated, key=lambda f: (len(f), f)):
+        holder = next((pid for pid, text in retrieved.items() if pid not in cited and figure in figures_in(text)),
+                      None)
+        if holder is not None:
+            documented.add(figure)
+            if holder not in cite_also:
+                cite_also.append(holder)
+    named = set().union(*(figures_in(t) for t in names))
+    unsupported = _derive(wanted - documented - stated - named, documented, stated)
+    return FigureCheck(tuple(sorted(unsupported, key=lambda f: (len(f), f))), tuple(cite_also))
+
+
+def _derive(open_figures: set[str], documented: set[str], stated: set[str]) -> set[str]:
+    """``open_figures`` less those one +, -, x or / away from supported ones, where one operand is the
+    customer's own (stated in the request, or derived from it): arithmetic applies the documents to the
+    customer's case. Two document figures alone derive nothing, or a date's parts and a limit would
+    "support" almost any amount. A derived figure is then the customer's own ("$99 plan + $210 of
+    extra labels: $309"). Returns what stays unsupported."""
+    own = {float(f) for f in stated}
+    every = own | {float(f) for f in documented}
+    remaining = set(open_figures)
+    while remaining:
+        derived = {f for f in remaining if _one_step(float(f), own, every)}
+        if not derived:
+            break
+        remaining -= derived
+        own |= {float(f) for f in derived}
+        every |= own
+    return remaining
+
+
+def _one_step(target: float, own: set[float], every: set[float]) -> bool:
+    def close(x: float) -> bool:
+        return abs(x - target) <= max(0.005, 1e-6 * abs(target))  # cents
+    # a - a and a / a would "derive" 0 and 1 from anything
+    return any(close(a + b) or close(a - b) or close(b - a) or close(a * b) or (b and close(a / b))
+               or (a and close(b / a)) for a in own for b in every if a != b)
