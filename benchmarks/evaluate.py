@@ -30,11 +30,13 @@ if str(REPO) not in sys.path:
 
 from benchmarks import common  # noqa: E402
 from benchmarks.common import machine, update_results  # noqa: E402
+from hybrid_assets.evaluation.compare import CONFIGURATIONS  # noqa: E402
 from hybrid_assets.settings import apply_offline_env  # noqa: E402
 
 HTTP_PORT, GRPC_PORT = 8779, 50779
 OUT = REPO / "benchmarks" / "RESULTS.md"
 REPORTS = REPO / "benchmarks" / "reports"
+ALL_CONFIGS = tuple(c.name for c in CONFIGURATIONS)  # base, rag_only, finetune_only, hybrid
 
 
 def private_stack(ingest_sample: bool):
@@ -169,15 +171,15 @@ its own {args.n}-grams; the prompt's n-grams stay free to copy). Share of replie
                             seconds, body))
 
 
-def _public(args, fmt: str, sub: str, title: str, configs: tuple[str, ...], note: str) -> None:
-    from hybrid_assets.evaluation.compare import CONFIGURATIONS, markdown_table
+def _public(args, fmt: str, sub: str, title: str, note: str) -> None:
+    from hybrid_assets.evaluation.compare import markdown_table
     from hybrid_assets.evaluation.runner import evaluate_dataset
 
     path = Path(args.shared) / sub
     started = time.perf_counter()
     with private_stack(ingest_sample=False) as (settings, client):
         report = evaluate_dataset(settings, client, path, fmt, limit=args.limit, adapter_dir=args.adapter,
-                                  configurations=[c for c in CONFIGURATIONS if c.name in configs], progress=say)
+                                  configurations=[c for c in CONFIGURATIONS if c.name in args.configs], progress=say)
     seconds = time.perf_counter() - started
     saved = _save(report, fmt)
     say(markdown_table(report))
@@ -187,8 +189,9 @@ ingested into their own collection; k={report['k']}; adapter `{Path(report['adap
 
 {markdown_table(report)}
 {_curve_line(report.get("retrieval_recall_at"))}"""
+    configs = "" if set(args.configs) == set(ALL_CONFIGS) else f" --configs {','.join(args.configs)}"
     update_results(args.out, f"## {title}", _section(title, f".venv/bin/python benchmarks/evaluate.py {fmt} --shared "
-                                                            f"{args.shared} --limit {args.limit}", seconds, body))
+                                                            f"{args.shared} --limit {args.limit}{configs}", seconds, body))
 
 
 def _curve_line(curve: dict | None) -> str:
@@ -225,12 +228,12 @@ def cmd_retrieval(args) -> None:
 
 
 def cmd_mtrag(args) -> None:
-    _public(args, "mtrag", "mtrag", "MTRAG (benchmarks/evaluate.py mtrag)", ("rag_only", "hybrid"),
+    _public(args, "mtrag", "mtrag", "MTRAG (benchmarks/evaluate.py mtrag)",
             "MTRAG human-reference subset (multi-turn; the search query is the last two user turns).")
 
 
 def cmd_clapnq(args) -> None:
-    _public(args, "clapnq", "clapnq", "ClapNQ (benchmarks/evaluate.py clapnq)", ("rag_only", "hybrid"),
+    _public(args, "clapnq", "clapnq", "ClapNQ (benchmarks/evaluate.py clapnq)",
             "ClapNQ dev, half answerable and half unanswerable (abstention is the point).")
 
 
@@ -317,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--shared", type=Path, required=True)
         p.add_argument("--limit", type=int, default=30)
         p.add_argument("--adapter", type=Path, default=None)
+        p.add_argument("--configs", type=lambda v: tuple(v.split(",")), default=ALL_CONFIGS,
+                       help=f"comma-separated configurations (default all: {','.join(ALL_CONFIGS)})")
     p = sub.add_parser("retrieval")
     p.add_argument("--dataset", choices=("mtrag", "clapnq"), required=True)
     p.add_argument("--shared", type=Path, required=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from hybrid_assets.models.figures import check_figures, label_names
 from hybrid_assets.schema import (NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, grounding_problem, not_answerable_answer,
                                   response_model, upgrade_answer)
 
@@ -319,6 +320,22 @@ def load_behaviour_data(
         files=tuple(files),
         version=dataset_version(files),
     )
+
+
+def unsourced_figures(records, labels: LabelSpace) -> list[tuple[str, tuple[str, ...]]]:
+    """(origin, figures) of the records whose ideal reply or resolution states a figure that neither
+    its cited context nor its ticket holds (``models/figures.py``, the rule serving enforces): training
+    on them teaches the model to invent amounts and durations. Reported (a warning), not rejected."""
+    found = []
+    for record in records:
+        answer, context = record.answer, {c.id: c.text for c in record.context}
+        given = [record.ticket, record.customer_id or "", *(content for _, content in record.history)]
+        check = check_figures([answer["reply"], answer["resolution"]],
+                              {c: context[c] for c in answer["citations"] if c in context}, context, given,
+                              label_names(labels))
+        if check.unsupported:
+            found.append((record.origin, check.unsupported))
+    return found
 
 
 # -- split --------------------------------------------------------------------------------------

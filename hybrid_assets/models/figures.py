@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hybrid_assets.schema import LabelSpace
+
 # A number not glued to a word on its left (``S1``, ``v2`` and ``KI-`` ids' letters are not figures;
 # the ``102`` of ``KI-102`` is) with an optional currency sign, thousands separators and decimals.
 _FIGURE = re.compile(r"(?<![\w.])[$€£]?(\d[\d,]*(?:\.\d+)?)")
@@ -32,6 +34,11 @@ def _canonical(number: str) -> str:
     if "." in number:
         number = number.rstrip("0").rstrip(".")
     return number.lstrip("0") or "0"
+
+
+def label_names(labels: LabelSpace) -> list[str]:
+    """The label space's own names as a reply writes them ("tier_2" -> "Tier 2"): names, not figures."""
+    return [labels.company, *(v.replace("_", " ") for v in (*labels.escalation_levels, *labels.categories))]
 
 
 @dataclass(frozen=True)

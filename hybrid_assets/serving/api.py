@@ -21,7 +21,7 @@ Order of checks for a request, each answered before the next one runs:
    gets nothing, its row finishes with the batch (or the batch stops early when every client left).
 
 ``/v1/answer`` and ``/v1/chat/completions`` (streaming too: it streams the batched answer) go through
-the scheduler; the agent console answers through the engine directly (one request per reviewer).
+the scheduler, and so do the agent console's answers.
 
 ``/healthz`` answers 503 (saying what is down) while Weaviate is not ready, so a load balancer stops
 routing to this instance. The docs pages load Swagger UI / ReDoc from files served by this app (the
@@ -336,8 +336,10 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             raise
 
     async def answer_in_batch(request: Request, ticket: str, customer_id: str | None, history: list[dict]):
-        """One answer through the batching scheduler, with the API's error mapping; ``ClientGone`` when
-        the client disconnects first (its queue place is freed, it is not generated)."""
+        """One answer through the batching scheduler, with the API's error mapping: (what was retrieved,
+        the result); ``ClientGone`` when the client disconnects first (its queue place is freed, it is
+        not generated). Every answer of this app, the console's too, takes a place in this queue, so one
+        worker owns the model and the queue bound holds for all of them."""
         scheduler: BatchScheduler = request.app.state.scheduler
         try:
             slot = scheduler.reserve()
@@ -366,13 +368,13 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             scheduler.cancel(slot)
             raise
         result.queue_ms = (slot.started_at - slot.enqueued_at) * 1000
-        return result
+        return prepared.retrieved, result
 
     @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(bearer)])
     async def answer(body: AnswerRequest, request: Request):
         history = [{"role": t.role, "content": t.content} for t in body.history]
         try:
-            result = await answer_in_batch(request, body.ticket, body.customer_id, history)
+            _, result = await answer_in_batch(request, body.ticket, body.customer_id, history)
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         return result.to_dict()
@@ -399,7 +401,7 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         openai_compat.check_response_format(body.response_format, labels)
         ticket, history = openai_compat.ticket_and_history(body.messages)
         try:
-            result = await answer_in_batch(request, ticket, body.customer_id, history)
+            _, result = await answer_in_batch(request, ticket, body.customer_id, history)
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         model = openai_compat.served_model_id(result.adapter_version)
@@ -408,6 +410,13 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         return openai_compat.completion_body(result, model)
 
     # -- the agent console (serving/console.py): pages at /, /knowledge, /loop; its API under /v1/console ---
-    console.install(app, settings, labels, AnswerRequest, engine_call)
+    async def queued_answer(request: Request, ticket: str, customer_id: str | None, history: list[dict]):
+        """``answer_in_batch`` for the console: None when the client has gone."""
+        try:
+            return await answer_in_batch(request, ticket, customer_id, history)
+        except ClientGone:
+            return None
+
+    console.install(app, settings, labels, AnswerRequest, engine_call, queued_answer)
 
     return app

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader
 from pydantic import BaseModel, Field
 
@@ -37,13 +37,13 @@ from hybrid_assets.serving.feedback import (
     loop_status,
 )
 from hybrid_assets.serving.knowledge_status import customers, document_view, knowledge_status, knowledge_version
-from hybrid_assets.serving.retrieval import retrieve
 from hybrid_assets.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 STATIC_URL = "/console-static"
 CONSOLE_API = "/v1/console"
 CITATIONS_FIELD = "citations"
+CLIENT_CLOSED = 499  # the reviewer's page went away before its answer was ready (nginx's status)
 
 # Scripts, styles, images and fetches from this origin only; no inline script, no plugins, no framing.
 CONTENT_SECURITY_POLICY = (
@@ -110,11 +110,15 @@ def promoted_summary(settings: Settings) -> dict | None:
             "champion_version": champion.get("version_id")}
 
 
-def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request, engine_call) -> None:
+def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request, engine_call, queued_answer) -> None:
     """Add the console's pages and its ``/v1/console`` API to ``app``.
 
     ``answer_request``: the API's request model (ticket, customer_id, history); ``engine_call(fn)``: runs
-    ``fn`` with the API's error mapping (404 unknown customer, 503 + Retry-After while Weaviate is down)."""
+    ``fn`` with the API's error mapping (404 unknown customer, 503 + Retry-After while Weaviate is down);
+    ``queued_answer(request,
+    ticket, customer_id, history)``: awaits (retrieved, result) from the API's batching queue, with its
+    error mapping (404 unknown customer, 503 + Retry-After while Weaviate is down or the queue is full),
+    or None when the client has gone."""
     from fastapi.staticfiles import StaticFiles
 
     templates = _environment()
@@ -149,19 +153,15 @@ def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request
         }
 
     @app.post(f"{CONSOLE_API}/answer", tags=["console"], dependencies=[Depends(same_origin)])
-    def console_answer(body: answer_request, request: Request) -> dict:  # type: ignore[valid-type]
+    async def console_answer(body: answer_request, request: Request):  # type: ignore[valid-type]
         # (no ``from __future__ import annotations`` in this module: FastAPI reads this annotation at run time)
-        """Answer a ticket like ``/v1/answer``, returning what the model saw (each passage's text) and an
-        ``answer_id`` that a review refers to."""
-        engine, client = request.app.state.engine, request.app.state.client
+        """Answer a ticket like ``/v1/answer`` (in the same batching queue), returning what the model saw
+        (each passage's text) and an ``answer_id`` that a review refers to."""
         history = [{"role": t.role, "content": t.content} for t in body.history]
-
-        def run():
-            got = retrieve(client, settings, body.ticket, body.customer_id, getattr(engine, "k", 4))
-            request_ = {"ticket": body.ticket, "customer_id": body.customer_id, "history": history}
-            return got, engine.answer_many(client, [request_], contexts=[got])[0]
-
-        got, result = engine_call(run)
+        queued = await queued_answer(request, body.ticket, body.customer_id, history)
+        if queued is None:
+            return Response(status_code=CLIENT_CLOSED)
+        got, result = queued
         knowledge = knowledge_version(settings)
         context = [{"id": p.short_id, "source": p.source, "text": p.text} for p in got.passages]
         cited = set(result.answer.get(CITATIONS_FIELD) or [])
@@ -184,7 +184,9 @@ def install(app: FastAPI, settings: Settings, labels: LabelSpace, answer_request
             "adapter_version": result.adapter_version,
             "knowledge": knowledge,
             "collection": result.collection,
-            "timing_ms": {"retrieval": round(result.retrieval_ms, 1), "generation": round(result.generation_ms, 1)},
+            "timing_ms": {"retrieval": round(result.retrieval_ms, 1), "generation": round(result.generation_ms, 1),
+                          # how long it waited in the API's batching queue (None: it did not go through it)
+                          "queue": None if result.queue_ms is None else round(result.queue_ms, 1)},
             "generated_tokens": result.generated_tokens,
             "guards": result.guards,
             "dropped_citations": result.dropped_citations,

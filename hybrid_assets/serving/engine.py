@@ -18,7 +18,7 @@ from hybrid_assets.behaviour.registry import AdapterRegistry, read_lineage
 from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.decision import DecisionRule
-from hybrid_assets.models.figures import check_figures
+from hybrid_assets.models.figures import check_figures, label_names
 from hybrid_assets.models.generation import Decoder, Generation
 from hybrid_assets.prompting import build_messages
 from hybrid_assets.schema import ANSWER, LabelSpace, dump_answer, not_answerable_answer, parse_answer
@@ -95,7 +95,7 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
         guards.append("ungrounded_answer_replaced")
     else:
         figures = check_figures([answer["reply"], answer["resolution"]], {c: passages[c] for c in citations},
-                                passages, given, label_words(labels))
+                                passages, given, label_names(labels))
         if figures.unsupported:
             answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
                                            escalation=answer["escalation"])
@@ -106,11 +106,6 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
             guards.append("cited_the_passage_holding_a_figure")
     answer["citations"] = citations
     return answer, dropped, guards
-
-
-def label_words(labels: LabelSpace) -> list[str]:
-    """The label space's own names as a reply writes them ("tier_2" -> "Tier 2"): not facts to check."""
-    return [labels.company, *(v.replace("_", " ") for v in (*labels.escalation_levels, *labels.categories))]
 
 
 def truncated_answer(decided: dict, labels: LabelSpace) -> dict:

@@ -20,6 +20,7 @@ import pytest
 
 from hybrid_assets.behaviour.dataset import (
     find_behaviour_files,
+    unsourced_figures,
     load_behaviour_data,
     dataset_version,
     split_records,
@@ -232,3 +233,13 @@ def test_earlier_turns_of_a_reviewed_example_are_part_of_its_training_prompt(beh
     assert "EARLIER IN THIS CONVERSATION" in prompt
     assert "customer: My label for order 88 failed." in prompt and "agent: Which carrier did you pick?" in prompt
     assert [(p.file, p.line, "history[0]" in p.reason) for p in data.problems] == [("reviewed_feedback.jsonl", 2, True)]
+
+
+def test_a_reply_with_a_figure_its_context_does_not_hold_is_reported(behaviour_dir, labels):
+    first = _first_ticket(behaviour_dir)
+    assert unsourced_figures(load_behaviour_data(behaviour_dir, labels).records, labels) == []
+    invented = {**first, "id": "invented-1", "ticket": first["ticket"] + " (second copy)",
+                "answer": {**first["answer"], "reply": "We refund within 45 days. " + first["answer"]["reply"]}}
+    _append(behaviour_dir / "tickets.jsonl", [json.dumps(invented)])
+    found = unsourced_figures(load_behaviour_data(behaviour_dir, labels).records, labels)
+    assert [(origin.rsplit(":", 1)[0].endswith("tickets.jsonl"), figures) for origin, figures in found] == [(True, ("45",))]

@@ -28,6 +28,7 @@ EXPECTED_CHECKS = {
     ("knowledge_index", "weaviate_matches_chunks"),
     ("customer_accounts_index", "one_tenant_per_customer"),
     ("behaviour_dataset", "behaviour_records_valid"),
+    ("behaviour_dataset", "behaviour_replies_state_only_sourced_figures"),
     ("support_adapter", "adapter_beats_base"),
 }
 EXPECTED_JOBS = {"knowledge_job", "knowledge_sources_job", "behaviour_job", "behaviour_sources_job", "raft_job",

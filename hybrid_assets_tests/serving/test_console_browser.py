@@ -199,7 +199,9 @@ def answer_in_page(page, console, ticket: str, customer: str | None = None, turn
         page.click("#answer-button")
     assert response.value.status == 200, response.value.text()
     page.wait_for_selector("#result:not([hidden])")
-    return response.value.json()
+    body = response.value.json()
+    assert body["timing_ms"]["queue"] is not None  # answered through the API's batching queue
+    return body
 
 
 def assert_passage_opens(page, passage: dict, button: str) -> None:

@@ -28,6 +28,8 @@ class EngineThatMustNotBeReached:
     def answer_many(self, *args, **kwargs):
         raise AssertionError("the engine was reached")
 
+    prepare = answer_prepared = answer_many
+
 
 @pytest.fixture
 def http(tmp_path, monkeypatch):

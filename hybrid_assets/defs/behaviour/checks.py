@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from hybrid_assets.behaviour.dataset import unsourced_figures
 from hybrid_assets.behaviour.evaluate import promotion_gate
 from hybrid_assets.defs.behaviour.assets import behaviour_dataset, support_adapter
 
@@ -13,6 +14,19 @@ def behaviour_records_valid(behaviour_dataset) -> dg.AssetCheckResult:
         passed=not problems,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"invalid_records": len(problems), "problems": dg.MetadataValue.json(problems)},
+    )
+
+
+@dg.asset_check(asset=behaviour_dataset, description="No ideal reply states a figure (amount, count, duration) that "
+                "its cited context and its ticket do not hold: serving refuses such replies, training on them "
+                "teaches the model to invent them.")
+def behaviour_replies_state_only_sourced_figures(behaviour_dataset) -> dg.AssetCheckResult:
+    found = unsourced_figures(behaviour_dataset["dataset"].records, behaviour_dataset["labels"])
+    return dg.AssetCheckResult(
+        passed=not found,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"records": len(found),
+                  "where": dg.MetadataValue.json([f"{origin}: {', '.join(figures)}" for origin, figures in found])},
     )
 
 
