@@ -32,7 +32,7 @@ class AnswerCites:
         self.tokenizer = tokenizer
         self._pieces: dict[int, str] = {}
         self._prompt_length: int | None = None
-        self.forced: list[bool] = []  # per row: a closing token was masked at least once
+        self.forced: list[bool] = []  # per row: the likeliest token would have closed the list empty
 
     def _piece(self, token_id: int) -> str:
         piece = self._pieces.get(token_id)
@@ -61,8 +61,9 @@ class AnswerCites:
             allowed = torch.isfinite(scores[row]).nonzero().flatten().tolist()
             banned = [t for t in allowed if _EMPTY_LIST.match(written + self._piece(t))]
             if banned and len(banned) < len(allowed):  # never mask every token
+                if int(scores[row].argmax()) in banned:  # greedy would have closed it empty: report it
+                    self.forced[row] = True
                 scores[row, banned] = -math.inf
-                self.forced[row] = True
         return scores
 
     def _follow(self, row: int, piece: str) -> None:
