@@ -48,10 +48,27 @@ def test_when_the_grammar_allows_only_the_empty_list_it_is_written():
     assert _next(cites, ids, [" []"], " []") == " []" and cites.forced == [False]
 
 
+class PreferClosing:
+    """A model that wants to cite nothing: after the grammar mask, every token that closes a list gets a
+    large bonus (the release adapter did this on 4 of 24 sample tickets; the base model rarely does)."""
+
+    def __init__(self, tokenizer, vocab_size: int):
+        self.tokenizer = tokenizer
+        self.closing = [i for i in range(vocab_size) if tokenizer.decode([i]).lstrip().startswith(("]", "[]", "[ ]"))]
+
+    def __call__(self, input_ids, scores):
+        for row in range(input_ids.shape[0]):
+            recent = self.tokenizer.decode(input_ids[row, -6:].tolist()).rstrip()
+            if recent.endswith(('"citations":', '"citations": [', '"citations":[')):
+                scores[row, self.closing] += 100.0  # masked (-inf) tokens stay masked
+        return scores
+
+
 @pytest.mark.integration
-def test_answers_decoded_by_the_real_model_cite_a_retrieved_passage():
-    """Real model and grammar, the decision forced to "answer" (threshold 0): the base model, which
-    closes the list empty on tickets like these, writes an id; the adjustment is reported."""
+def test_answers_decoded_by_the_real_model_cite_a_retrieved_passage(monkeypatch):
+    """Real model, tokenizer and grammar, the decision forced to "answer" (threshold 0) and the model
+    pushed to close its citations empty: without the rule it does, with it the list opens with a
+    retrieved id and the adjustment is reported."""
     from hybrid_assets.behaviour.evaluate import load_model
     from hybrid_assets.models.decision import DecisionRule
     from hybrid_assets.models.generation import CITATION_REQUIRED, Decoder
@@ -60,14 +77,25 @@ def test_answers_decoded_by_the_real_model_cite_a_retrieved_passage():
     labels = LabelSpace(("neutral",), ("billing", "other"), ("none", "tier_2"))
     model, tokenizer = load_model(None, None)
     decoder = Decoder(tokenizer, model.config.vocab_size, labels, 160)
+    bias = PreferClosing(tokenizer, model.config.vocab_size)
+    processors = Decoder.processors
+    monkeypatch.setattr(Decoder, "processors", lambda self, citable, gate=None, cites=None: [
+        *processors(self, citable, gate, None), bias, *([cites] if cites is not None else [])])
     passages = [ContextPassage("S1", "guides/billing.md", "Invoices are emailed on the renewal date."),
                 ContextPassage("S2", "guides/labels.md", "Labels print at 4x6 inches.")]
-    tickets = ["When is my invoice sent?", "Hi", "Why is my label blurry?", "Do you ship to Mars?"]
-    rows = decoder.generate(model, [build_messages(t, passages, labels) for t in tickets], [("S1", "S2")] * 4,
-                            rule=DecisionRule(0.0))
+    conversations = [build_messages(t, passages, labels) for t in ("When is my invoice sent?", "Why is my label blurry?")]
+
+    def cited(row) -> str:
+        assert row.decided["decision"] == "answer", row.text
+        return row.text.split('"citations":', 1)[1].lstrip()
+
+    monkeypatch.setattr(AnswerCites, "__call__", lambda self, input_ids, scores: scores)  # the rule off
+    assert all(cited(row).startswith("[]") for row in decoder.generate(
+        model, conversations, [("S1", "S2")] * 2, rule=DecisionRule(0.0)))
+    monkeypatch.undo()
+    monkeypatch.setattr(Decoder, "processors", lambda self, citable, gate=None, cites=None: [
+        *processors(self, citable, gate, None), bias, *([cites] if cites is not None else [])])
+    rows = decoder.generate(model, conversations, [("S1", "S2")] * 2, rule=DecisionRule(0.0))
     for row in rows:
-        assert row.decided["decision"] == "answer"
-        cited = row.text.split('"citations":', 1)[1].lstrip().lstrip("[").lstrip()
-        assert cited.startswith('"S'), row.text  # the list opened with an id, never closed empty
-    # what the rule changed is reported with the answer (the base model closed at least one list empty)
-    assert any(CITATION_REQUIRED in row.adjustments for row in rows)
+        assert cited(row).lstrip("[").lstrip().startswith('"S'), row.text
+        assert CITATION_REQUIRED in row.adjustments
