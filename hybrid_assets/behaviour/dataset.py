@@ -33,6 +33,7 @@ LABELS_FILE = "labels.json"
 DEFAULT_EVAL_FRACTION = 0.15
 DEFAULT_DEV_FRACTION = 0.1
 CSV_COLUMNS = ("text", "category")
+ACCOUNT_SOURCE = "account:"  # a context passage from the customer's own tenant, as serving/retrieval.py names it
 
 
 @dataclass(frozen=True)
@@ -330,9 +331,10 @@ def unsourced_figures(records, labels: LabelSpace) -> list[tuple[str, tuple[str,
     for record in records:
         answer, context = record.answer, {c.id: c.text for c in record.context}
         given = [record.ticket, record.customer_id or "", *(content for _, content in record.history)]
+        accounts = {c.id for c in record.context if c.source.startswith(ACCOUNT_SOURCE)}
         check = check_figures([answer["reply"], answer["resolution"]],
                               {c: context[c] for c in answer["citations"] if c in context}, context, given,
-                              label_names(labels))
+                              label_names(labels), accounts)
         if check.unsupported:
             found.append((record.origin, check.unsupported))
     return found

@@ -11,7 +11,7 @@ start of a line are layout, not figures. Pure functions; serving decides what to
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from hybrid_assets.schema import LabelSpace
@@ -48,15 +48,18 @@ class FigureCheck:
 
 
 def check_figures(written: Iterable[str], cited: Mapping[str, str], retrieved: Mapping[str, str],
-                  given: Iterable[str] = (), names: Iterable[str] = ()) -> FigureCheck:
+                  given: Iterable[str] = (), names: Iterable[str] = (),
+                  own: Collection[str] = ()) -> FigureCheck:
     """Where each figure of the ``written`` texts comes from. ``cited``/``retrieved``: passage id ->
     text; ``given``: what the request itself says (the ticket, earlier turns); ``names``: words whose
-    figures are names, not quantities (label names like "Tier 2"). A figure one arithmetic step from supported ones is supported ("80 extra labels at
+    figures are names, not quantities (label names like "Tier 2"); ``own``: ids of the passages that
+    hold the customer's own data (their account), whose figures, once cited, are the customer's like
+    the ticket's. A figure one arithmetic step from supported ones is supported ("80 extra labels at
     $0.08 add $6.40"; "15 bought, 2 scanned: 13 qualify"). A figure only an uncited retrieved passage
     holds is supported once that passage is cited (``cite_also``, first such passage in retrieval order)."""
     wanted = set().union(*(figures_in(t) for t in written))
     documented = set().union(*(figures_in(t) for t in cited.values()))
-    stated = set().union(*(figures_in(t) for t in given))
+    stated = set().union(*(figures_in(t) for t in given), *(figures_in(cited[p]) for p in own if p in cited))
     cite_also: list[str] = []
     for figure in sorted(wanted - documented - stated, key=lambda f: (len(f), f)):
         holder = next((pid for pid, text in retrieved.items() if pid not in cited and figure in figures_in(text)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +71,11 @@ class AnswerResult:
         }
 
 
-def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSpace,
-                      given: Iterable[str] = ()) -> tuple[dict, list[str], list[str]]:
+def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSpace, given: Iterable[str] = (),
+                      account_ids: Collection[str] = ()) -> tuple[dict, list[str], list[str]]:
     """Pure post-checks (``schema.grounding_problem``) of an answer given the retrieved ``passages``
-    (short id -> text) and what the request itself says (``given``: ticket, earlier turns):
+    (short id -> text; ``account_ids``: those from the customer's own tenant) and what the request
+    itself says (``given``: ticket, earlier turns):
     unknown citation ids are dropped (and reported); a clarifying question or a "not answerable" cites
     nothing; an answer that cites nothing is not grounded, so it becomes the honest not-answerable
     answer. A figure in the reply or resolution that neither a cited passage nor the request holds
@@ -95,7 +96,7 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
         guards.append("ungrounded_answer_replaced")
     else:
         figures = check_figures([answer["reply"], answer["resolution"]], {c: passages[c] for c in citations},
-                                passages, given, label_names(labels))
+                                passages, given, label_names(labels), account_ids)
         if figures.unsupported:
             answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
                                            escalation=answer["escalation"])
@@ -265,7 +266,8 @@ class AnswerEngine:
         retrieved = prepared.retrieved
         if generation.complete:
             answer, dropped, guards = enforce_grounding(
-                generation.answer, {p.short_id: p.text for p in retrieved.passages}, self.labels, prepared.given)
+                generation.answer, {p.short_id: p.text for p in retrieved.passages}, self.labels, prepared.given,
+                {short_id for short_id, hit in retrieved.hits.items() if hit.tenant})
         else:  # the budget cut it: the honest answer, keeping the labels the cut answer had decided
             answer, dropped, guards = truncated_answer(generation.decided, self.labels), [], ["truncated_generation_replaced"]
         guards = [*generation.adjustments, *guards]

@@ -158,3 +158,13 @@ def test_two_document_figures_alone_derive_nothing():
     """A date and a limit would otherwise "support" an invented amount (250 x 2 = 500)."""
     passage = {"S1": "Since 2026-11-02, batches above 250 labels time out."}
     assert check_figures(["$500 per parcel"], passage, passage, ["Can you ship by drone?"]).unsupported == ("500",)
+
+
+def test_a_cited_account_passage_holds_the_customers_own_figures():
+    """Arithmetic on the customer's account facts is theirs, like the ticket's: 2950 used - 1500 included."""
+    passages = {"S1": "Account C1008 — Account overview: plan: Growth labels included: 1500 monthly label usage: 2950",
+                "S2": "Extra labels on Growth cost $0.06 each."}
+    reply = answer(reply="You used 1450 labels beyond your plan, $87 at $0.06 each.", citations=["S1", "S2"])
+    fixed, _, guards = enforce_grounding(reply, passages, LABELS, account_ids={"S1"})
+    assert guards == [] and fixed["decision"] == "answer"
+    assert enforce_grounding(reply, passages, LABELS)[2] == ["unsupported_figure_replaced"]  # as documents only
