@@ -1,16 +1,18 @@
-"""Serving benchmark: constrained vs unconstrained decoding, answer latency, and the HTTP API under load.
+"""Serving benchmark: answer latency, and the HTTP API under load.
 
 Runs on a private copy of the sample data (its own embedded Weaviate on ports 8679/50679, stopped at
 the end), with the promoted adapter of ``data/adapters`` when there is one (else the base model):
 
-1. constrained-decoding tokens/s divided by unconstrained tokens/s on the same prompts (same model,
-   same greedy settings; the only difference is the xgrammar logits processor);
-2. end-to-end answer latency p50/p95 over the sample tickets, split into retrieval and generation;
-3. the HTTP API under 1, 4, 8 and 16 concurrent clients, batched (the API's scheduler, batch size 8)
+1. end-to-end answer latency p50/p95 over the sample tickets, split into retrieval and generation;
+2. the HTTP API under 1, 4, 8 and 16 concurrent clients, batched (the API's scheduler, batch size 8)
    vs one at a time (batch size 1) in the same run: requests/s, client p50/p95, errors, the ratio at
    8 clients (goal >= 3), repeated; plus the tokens/s of one batch of 1, 4 and 8 rows.
 
-    .venv/bin/python benchmarks/serve.py [--only decoding|load] [--max-new-tokens 48] [--repeats 2]
+    .venv/bin/python benchmarks/serve.py [--only latency|load] [--max-new-tokens 48] [--repeats 2]
+
+The grammar's cost per decoded token (constrained / unconstrained on the same prompts and positions) is
+``benchmarks/decoding.py``: dividing whole generations of very different lengths, as this script once
+did, mixes prefill into the ratio.
 """
 
 from __future__ import annotations
@@ -42,37 +44,6 @@ EXTRA = [
     {"ticket": "Our Shopify orders with many line items arrive without their items. Known problem?", "customer_id": "C1004"},
     {"ticket": "Which plan do we have and when is our renewal?", "customer_id": "C1010"},
 ]
-
-
-def constrained_vs_free(engine, client, requests: list[dict]) -> dict:
-    """Generate for each prompt (one at a time) with and without the grammar; tokens/s of each. Both
-    sides are the served decoding path (``models/generation.Decoder``), differing only in the grammar."""
-    from hybrid_assets.models.generation import Decoder
-    from hybrid_assets.prompting import build_messages
-    from hybrid_assets.serving.retrieval import retrieve
-
-    model, constrained = engine.loaded()
-    free = Decoder(constrained.tokenizer, model.config.vocab_size, engine.labels, engine.max_new_tokens,
-                   no_repeat_ngram=constrained.no_repeat_ngram, constrained=False)
-    base_only = engine.adapter_version is None
-    totals = {"constrained": [0, 0.0], "unconstrained": [0, 0.0]}
-    for request in requests:
-        got = retrieve(client, engine.settings, request["ticket"], request.get("customer_id"), engine.k)
-        messages = build_messages(request["ticket"], got.passages, engine.labels, request.get("customer_id"))
-        citable = [tuple(got.hits)]
-        # Compile this request's grammar before timing: a grammar is compiled once per distinct set of
-        # citable ids (~1 s) and cached for every later request; the ratio is about per-token cost.
-        constrained.prepare(citable)
-        for mode, decoder in (("constrained", constrained), ("unconstrained", free)):
-            started = time.perf_counter()
-            (generation,) = decoder.generate(model, [messages], citable, base_only=base_only)
-            seconds = time.perf_counter() - started
-            totals[mode][0] += generation.tokens
-            totals[mode][1] += seconds
-    rates = {mode: tokens / seconds for mode, (tokens, seconds) in totals.items()}
-    return {"constrained_tps": rates["constrained"], "unconstrained_tps": rates["unconstrained"],
-            "ratio": rates["constrained"] / rates["unconstrained"],
-            "constrained_tokens": totals["constrained"][0], "unconstrained_tokens": totals["unconstrained"][0]}
 
 
 def latency(engine, client, requests: list[dict]) -> dict:
@@ -231,7 +202,7 @@ more a batch should gain (not measured here). Measured on a host shared with oth
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("decoding", "load"), help="run one of the two sections")
+    parser.add_argument("--only", choices=("latency", "load"), help="run one of the two sections")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="token budget of the load comparison")
     parser.add_argument("--repeats", type=int, default=2, help="repeats of the load comparison")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
@@ -240,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     with private_stack(HTTP_PORT, GRPC_PORT, ingest_sample=True) as (settings, client):
         if args.only != "load":
-            decoding_started = time.perf_counter()
-            section = decoding_section(settings, client)
-            section = section.replace("RUN_SECONDS", f"{time.perf_counter() - decoding_started:.0f}")
+            latency_started = time.perf_counter()
+            section = latency_section(settings, client)
+            section = section.replace("RUN_SECONDS", f"{time.perf_counter() - latency_started:.0f}")
             update_results(args.out, SECTION, section)
-        if args.only != "decoding":
+        if args.only != "latency":
             load_started = time.perf_counter()
             load = load_comparison(settings, client, args.max_new_tokens, args.repeats)
             command = (f".venv/bin/python benchmarks/serve.py --only load --max-new-tokens {args.max_new_tokens} "
@@ -254,36 +225,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def decoding_section(settings, client) -> str:
+def latency_section(settings, client) -> str:
     from hybrid_assets.serving.engine import AnswerEngine, load_labels
 
     engine = AnswerEngine(settings, load_labels(settings))
     engine.answer(client, "warm-up: where is my parcel?")  # model load, grammar compile
     adapter = engine.adapter_version
     print(f"adapter: {adapter or '(base model)'}", flush=True)
-    decoding = constrained_vs_free(engine, client, TICKETS[:3] + EXTRA[:1])
-    print(f"constrained {decoding['constrained_tps']:.1f} tok/s vs unconstrained "
-          f"{decoding['unconstrained_tps']:.1f} tok/s: ratio {decoding['ratio']:.2f}", flush=True)
     lat = latency(engine, client, TICKETS + EXTRA)
     print(f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms (retrieval p50 "
           f"{lat['retrieval_p50']:.0f} ms, generation p50 {lat['generation_p50']:.0f} ms)", flush=True)
     return f"""{SECTION}
 
-`.venv/bin/python benchmarks/serve.py --only decoding` — {machine()}; run took RUN_SECONDS s.
+`.venv/bin/python benchmarks/serve.py --only latency` — {machine()}; run took RUN_SECONDS s.
 Model: SmolLM2-135M-Instruct + adapter `{adapter or 'none (base model)'}`, greedy, max {engine.max_new_tokens} new tokens,
 k={engine.k} retrieved chunks, decoding constrained by xgrammar 0.2.8 to the answer schema.
 
 | figure | value | goal |
 |---|---|---|
-| constrained tokens/s | {decoding['constrained_tps']:.1f} ({decoding['constrained_tokens']} tokens) | |
-| unconstrained tokens/s (same prompts) | {decoding['unconstrained_tps']:.1f} ({decoding['unconstrained_tokens']} tokens) | |
-| **constrained / unconstrained** (grammar compiled before timing; compiling costs ~1 s once per distinct set of citable ids, then cached) | **{decoding['ratio']:.2f}** | ≥ 0.9 |
 | answer latency p50 / p95 ({lat['n']} tickets, one at a time) | {lat['p50']:.0f} / {lat['p95']:.0f} ms | |
 | of which retrieval p50 / p95 | {lat['retrieval_p50']:.0f} / {lat['retrieval_p95']:.0f} ms | |
 | of which generation p50 / p95 | {lat['generation_p50']:.0f} / {lat['generation_p95']:.0f} ms | |
 
 Generation dominates ({100 * (1 - lat['retrieval_share']):.0f}% of answer time, one request at a time). Concurrent
-requests: the next section (the API's batching scheduler).
+requests: the API's batching scheduler section; the grammar's cost per token: benchmarks/decoding.py.
 """
 
 
