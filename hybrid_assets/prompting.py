@@ -27,6 +27,7 @@ SYSTEM_PROMPT = (
 )
 
 NO_CONTEXT = "(no context was retrieved)"
+ACCOUNT_SOURCE = "account:"  # a passage's source when it comes from the customer's own tenant: "account:C1008"
 
 
 @dataclass(frozen=True)

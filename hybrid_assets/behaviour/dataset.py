@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hybrid_assets.models.figures import check_figures, label_names
+from hybrid_assets.prompting import ACCOUNT_SOURCE
 from hybrid_assets.schema import (NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, grounding_problem, not_answerable_answer,
                                   response_model, upgrade_answer)
 
@@ -33,7 +34,6 @@ LABELS_FILE = "labels.json"
 DEFAULT_EVAL_FRACTION = 0.15
 DEFAULT_DEV_FRACTION = 0.1
 CSV_COLUMNS = ("text", "category")
-ACCOUNT_SOURCE = "account:"  # a context passage from the customer's own tenant, as serving/retrieval.py names it
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 
+from hybrid_assets.models.decision import TokenPieces, torch_allowed
 from hybrid_assets.schema import ANSWER
 
 _ANSWERING = re.compile(r'"decision": ?"' + ANSWER + '"')
@@ -29,20 +30,11 @@ class AnswerCites:
     batch (``Decoder.generate`` makes it)."""
 
     def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self._pieces: dict[int, str] = {}
+        self._piece = TokenPieces(tokenizer)
         self._prompt_length: int | None = None
         self.forced: list[bool] = []  # per row: the likeliest token would have closed the list empty
 
-    def _piece(self, token_id: int) -> str:
-        piece = self._pieces.get(token_id)
-        if piece is None:
-            piece = self._pieces[token_id] = self.tokenizer.decode([token_id])
-        return piece
-
     def __call__(self, input_ids, scores):
-        import torch
-
         rows = input_ids.shape[0]
         if self._prompt_length is None:
             self._prompt_length = input_ids.shape[1]
@@ -58,7 +50,7 @@ class AnswerCites:
             written = self._list[row]
             if self._done[row] or written is None or not self._answering[row]:
                 continue
-            allowed = torch.isfinite(scores[row]).nonzero().flatten().tolist()
+            allowed = torch_allowed(scores[row])
             banned = [t for t in allowed if _EMPTY_LIST.match(written + self._piece(t))]
             if banned and len(banned) < len(allowed):  # never mask every token
                 if int(scores[row].argmax()) in banned:  # greedy would have closed it empty: report it

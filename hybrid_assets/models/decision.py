@@ -166,6 +166,20 @@ class _Field:
         return max(allowed, key=allowed.get) if allowed else self.values[0]
 
 
+class TokenPieces:
+    """Token id -> its text, decoded once per id (the logits processors read pieces every step)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._pieces: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self.tokenizer.decode([token_id])
+        return piece
+
+
 class DecisionGate:
     """A transformers logits processor, placed after the grammar mask (it reads the masked scores).
 
@@ -181,7 +195,6 @@ class DecisionGate:
         rule = rule or DecisionRule()
         if (rule.probe is not None or rule.level_probe is not None or keep_features) and hidden is None:
             raise ValueError("a probe or kept features need the hidden state (LastHiddenState)")
-        self.tokenizer = tokenizer
         self.fields = [_Field(DECISION, DECISIONS, rule.probe, rule.answer_threshold)]
         if levels:
             self.fields.append(_Field(LEVEL, tuple(levels), rule.level_probe, None))
@@ -196,19 +209,13 @@ class DecisionGate:
         self.distributions: dict[str, list] = {f.name: [] for f in self.fields}  # what chose the value
         self.token_distributions: dict[str, list] = {f.name: [] for f in self.fields}  # the tokens' own
         self.kept: dict[str, list] = {f.name: [] for f in self.fields}  # hidden states (keep_features)
-        self._pieces: dict[int, str] = {}
+        self._piece = TokenPieces(tokenizer)
         self._prompt_length: int | None = None
 
     @property
     def probabilities(self) -> list:
         """The decision's distributions per row (what ``Generation.decision_probabilities`` carries)."""
         return self.distributions[DECISION]
-
-    def _piece(self, token_id: int) -> str:
-        piece = self._pieces.get(token_id)
-        if piece is None:
-            piece = self._pieces[token_id] = self.tokenizer.decode([token_id])
-        return piece
 
     def _start(self, rows: int) -> None:
         self._field = [0] * rows  # index of the field each row is on (len(fields): all done)

@@ -60,10 +60,10 @@ def check_figures(written: Iterable[str], cited: Mapping[str, str], retrieved: M
     wanted = set().union(*(figures_in(t) for t in written))
     documented = set().union(*(figures_in(t) for t in cited.values()))
     stated = set().union(*(figures_in(t) for t in given), *(figures_in(cited[p]) for p in own if p in cited))
+    uncited = {pid: figures_in(text) for pid, text in retrieved.items() if pid not in cited}
     cite_also: list[str] = []
     for figure in sorted(wanted - documented - stated, key=lambda f: (len(f), f)):
-        holder = next((pid for pid, text in retrieved.items() if pid not in cited and figure in figures_in(text)),
-                      None)
+        holder = next((pid for pid, held in uncited.items() if figure in held), None)
         if holder is not None:
             documented.add(figure)
             if holder not in cite_also:

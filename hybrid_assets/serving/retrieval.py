@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hybrid_assets.knowledge.pipeline import search
 from hybrid_assets.models.embedding import Embedder
-from hybrid_assets.prompting import ContextPassage
+from hybrid_assets.prompting import ACCOUNT_SOURCE, ContextPassage
 from hybrid_assets.settings import Settings
 from hybrid_assets.store.collections import SearchHit, hybrid_search
 
@@ -46,7 +46,7 @@ def as_retrieved(hits: list[SearchHit], seconds: float, min_relevance: float) ->
     hits = [hit for hit in hits if hit.similarity is None or hit.similarity >= min_relevance]
     short = {f"S{i}": hit for i, hit in enumerate(hits, 1)}
     passages = [
-        ContextPassage(short_id, hit.doc_id if not hit.tenant else f"account:{hit.tenant}", _passage_text(hit))
+        ContextPassage(short_id, hit.doc_id if not hit.tenant else f"{ACCOUNT_SOURCE}{hit.tenant}", _passage_text(hit))
         for short_id, hit in short.items()
     ]
     return Retrieved(passages, short, seconds)
