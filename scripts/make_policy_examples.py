@@ -43,7 +43,7 @@ BILLING_EXCEPTIONS = ("pricing/refunds-and-billing-policy.pdf", "Credits and Exc
 CHARGEBACKS = ("pricing/refunds-and-billing-policy.pdf", "Chargebacks")
 EXTRA_LABELS = ("pricing/refunds-and-billing-policy.pdf", "Extra Labels and Plan Allowances")
 MONTHLY = ("pricing/refunds-and-billing-policy.pdf", "Subscription Refunds / Monthly Plans")
-TRACKING = ("product/track-tracking-pages.html", None)
+TRACKING = ("product/track-tracking-pages.html", "Where tracking events come from")
 CHANNELS = ("policies/support-channels-and-response-times.txt", "CHANNELS PER PLAN")
 PRIORITY = ("policies/support-channels-and-response-times.txt", "PRIORITY LEVELS")
 HELPING = ("policies/support-channels-and-response-times.txt", "HELPING US HELP YOU")
@@ -137,10 +137,12 @@ def generate() -> list[dict]:
             [account_passage(account), passage(snapshot, *PRIVACY), passage(snapshot, *MONTHLY)], [2],
             sentiment="neutral", category="privacy_security", decision="answer", level="security",
             reason="Rule 1: a data deletion / privacy request.",
-            resolution="Point to More → Delete personal data; Security & Privacy to confirm the request.",
+            resolution="Point to More → Delete personal data; Security & Privacy to handle the wider request "
+                       "(completed within 30 days).",
             reply="Thanks for checking with us. To delete one recipient's data, open the shipment and choose "
-                  "More → Delete personal data. I've also passed your request to our Security & Privacy team, "
-                  "who will confirm it with you within 1 hour."))
+                  "More → Delete personal data. For all of her data across shipments, I've passed your request "
+                  "to our Security & Privacy team: it is completed within 30 days, and we confirm in writing "
+                  "when it is done."))
 
     # -- rule 2: ongoing incident (KI-107) or an outage -------------------------------------------------
     for account in ki107 + pick([a for a in accounts if a not in ki107], 2):
@@ -223,7 +225,7 @@ def generate() -> list[dict]:
             [account_passage(account), passage(snapshot, *BILLING_EXCEPTIONS), passage(snapshot, *EXTRA_LABELS)], [2],
             sentiment="negative", category="billing", decision="answer", level="billing_specialist",
             reason="Rule 4: billing dispute above $500.",
-            resolution="Route to a billing specialist (within 1 business day).",
+            resolution="Route to a billing specialist (reply within one business day).",
             reply="Thanks for flagging this invoice. A dispute above $500 is reviewed by one of our billing "
                   "specialists, and I've passed yours on: they will reply within one business day."))
         out.append(record(
