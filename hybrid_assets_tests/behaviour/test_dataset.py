@@ -243,3 +243,16 @@ def test_a_reply_with_a_figure_its_context_does_not_hold_is_reported(behaviour_d
     _append(behaviour_dir / "tickets.jsonl", [json.dumps(invented)])
     found = unsourced_figures(load_behaviour_data(behaviour_dir, labels).records, labels)
     assert [(origin.rsplit(":", 1)[0].endswith("tickets.jsonl"), figures) for origin, figures in found] == [(True, ("45",))]
+
+
+def test_the_shipped_behaviour_data_states_only_sourced_figures():
+    """What the release adapter is trained on: a reply that states a figure its context does not hold
+    teaches the model to invent one (10 shipped records did, until they were fixed)."""
+    from hybrid_assets.schema import LabelSpace
+    from hybrid_assets.settings import PROJECT_ROOT
+
+    shipped = PROJECT_ROOT / "data" / "behaviour"
+    labels = LabelSpace.from_file(shipped / "labels.json")
+    data = load_behaviour_data(shipped, labels)
+    assert len(data.records) > 700 and not data.problems
+    assert unsourced_figures(data.records, labels) == []
