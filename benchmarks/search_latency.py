@@ -1,6 +1,10 @@
-"""Where hybrid search time goes, and what the properties BM25 searches cost in latency and in recall.
+"""Where hybrid search time goes, and what the properties BM25 searches and the candidate depth cost in
+latency and in recall.
 
-Issue #11 asks for hybrid search p95 <= 25 ms over 10k chunks. This script splits the time:
+Issue #11 asks for hybrid search p95 <= 25 ms over 10k chunks. This script splits the time, once per
+candidate depth (``--depths``: how many candidates each leg of a hybrid search fetches before fusion,
+Weaviate's ``QUERY_HYBRID_MAXIMUM_RESULTS``; the embedded server's default is
+``store.server.HYBRID_CANDIDATES``, upstream's 100), each depth on its own fresh server:
 
 1. latency over 10,000 chunks of the ingest benchmark's synthetic corpus (its sentences, headings and
    document titles; random unit vectors, so no embedding time is spent on a latency figure): hybrid
@@ -10,10 +14,10 @@ Issue #11 asks for hybrid search p95 <= 25 ms over 10k chunks. This script split
    (``data/knowledge/eval/search_questions.jsonl``, 45 questions, recall@1 and recall@5, real
    embeddings), so a faster choice is never taken blind.
 
-Starts its own embedded Weaviate (ports 8579/50579, temp data dir). Writes the "## Search latency by
+Starts its own embedded Weaviate per depth (ports 8579/50579, temp data dir). Writes the "## Search latency by
 searched property (benchmarks/search_latency.py)" section of benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/search_latency.py [--queries 200] [--out benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/search_latency.py [--queries 200] [--depths 100,20] [--out benchmarks/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -30,9 +34,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import contextlib  # noqa: E402
+import os  # noqa: E402
+
 from benchmarks.common import machine, pct, private_stack, update_results  # noqa: E402
 from benchmarks.ingest import WORDS, load_sentences, make_queries, section_text  # noqa: E402
 from hybrid_assets.settings import apply_offline_env, load_settings  # noqa: E402
+from hybrid_assets.store.collections import TEXT_PROPERTIES  # noqa: E402
+
+SERVED_PROPERTIES = tuple(TEXT_PROPERTIES)  # before recall_figures swaps them per choice
 
 HTTP_PORT, GRPC_PORT = 8579, 50579
 CHUNKS = 10_000
@@ -42,6 +52,21 @@ HEADING = "## Search latency by searched property (benchmarks/search_latency.py)
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+@contextlib.contextmanager
+def candidate_depth(depth: int):
+    """Servers started inside run with this hybrid candidate depth (``EmbeddedServer`` passes the
+    variable through, as a user's override would)."""
+    before = os.environ.get("QUERY_HYBRID_MAXIMUM_RESULTS")
+    os.environ["QUERY_HYBRID_MAXIMUM_RESULTS"] = str(depth)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("QUERY_HYBRID_MAXIMUM_RESULTS")
+        else:
+            os.environ["QUERY_HYBRID_MAXIMUM_RESULTS"] = before
 
 
 def latency(fn, queries, vectors, warm_up: int = 20) -> tuple[float, float]:
@@ -120,7 +145,7 @@ def recall_figures() -> list[tuple[str, float, float]]:
 
     questions = [json.loads(line) for line in
                  (REPO / "data/knowledge/eval/search_questions.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    served = list(collections.TEXT_PROPERTIES)
+    served = list(SERVED_PROPERTIES)
     rows = []
     with private_stack(HTTP_PORT, GRPC_PORT, ingest_sample=True) as (settings, client):
         try:
@@ -144,36 +169,47 @@ def recall_figures() -> list[tuple[str, float, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=200, help="timed queries per figure (default 200)")
+    parser.add_argument("--depths", default="100,20",
+                        help="hybrid candidate depths to compare, comma-separated (default 100,20)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     args = parser.parse_args(argv)
     apply_offline_env()
+    from hybrid_assets.store.server import HYBRID_CANDIDATES
+
+    depths = [int(d) for d in args.depths.split(",") if d.strip()]
     started = time.perf_counter()
-    say(f"[1] latency over {CHUNKS} chunks ({args.queries} queries after 20 warm-up, k=5, alpha=0.6)")
-    timings = latency_figures(args.queries)
-    say("[2] retrieval quality on the sample company")
-    recalls = recall_figures()
+    timings, recalls = [], []
+    for depth in depths:
+        with candidate_depth(depth):
+            say(f"[depth {depth}] latency over {CHUNKS} chunks ({args.queries} queries after 20 warm-up, k=5, alpha=0.6)")
+            timings += [(depth, *row) for row in latency_figures(args.queries)]
+            say(f"[depth {depth}] retrieval quality on the sample company")
+            recalls += [(depth, *row) for row in recall_figures()]
     seconds = time.perf_counter() - started
-    table = "\n".join(f"| {name} | {p50:.1f} | {p95:.1f} |" for name, p50, p95 in timings)
-    recall_table = "\n".join(f"| {name} | {r1:.3f} | {r5:.3f} |" for name, r1, r5 in recalls)
+    table = "\n".join(f"| {depth} | {name} | {p50:.1f} | {p95:.1f} |" for depth, name, p50, p95 in timings)
+    recall_table = "\n".join(f"| {depth} | {name} | {r1:.3f} | {r5:.3f} |" for depth, name, r1, r5 in recalls)
     section = f"""{HEADING}
 
 - Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC
 - Machine: {machine()}
 - Latency: {CHUNKS} chunks of the ingest benchmark's synthetic corpus in the served schema, random unit vectors
   (no embedding time in these figures), {args.queries} timed queries after 20 warm-up, k=5, alpha=0.6, through the
-  Python client over gRPC, vector returned (as `hybrid_search` asks). Served today: BM25 over text + title + section.
+  Python client over gRPC, vector returned (as `hybrid_search` asks). Served: BM25 over
+  {' + '.join(SERVED_PROPERTIES)}, candidate depth {HYBRID_CANDIDATES} (`store.server.HYBRID_CANDIDATES`). Depth = candidates each
+  leg of a hybrid search fetches before fusion (Weaviate's `QUERY_HYBRID_MAXIMUM_RESULTS`, upstream 100); each
+  depth on a fresh server, one after the other in this run.
 - Recall: the sample company's 45 known questions (`data/knowledge/eval/search_questions.jsonl`), the served
   search (`knowledge.pipeline.search`, tenant-scoped, real embeddings), k=5.
 
-| Search | p50 ms | p95 ms |
-|---|---|---|
+| Depth | Search | p50 ms | p95 ms |
+|---|---|---|---|
 {table}
 
-| BM25 over | recall@1 | recall@5 |
-|---|---|---|
+| Depth | BM25 over | recall@1 | recall@5 |
+|---|---|---|---|
 {recall_table}
 
-Reproduce: `.venv/bin/python benchmarks/search_latency.py` ({seconds / 60:.1f} min).
+Reproduce: `.venv/bin/python benchmarks/search_latency.py --depths {args.depths}` ({seconds / 60:.1f} min).
 """
     update_results(args.out, HEADING, section)
     say(f"written to {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")

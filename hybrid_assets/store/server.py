@@ -26,6 +26,11 @@ from hybrid_assets.settings import PROJECT_ROOT, Settings, env_value
 INSTALL_SCRIPT = PROJECT_ROOT / "scripts" / "install_weaviate.sh"
 LISTEN_PATCH = PROJECT_ROOT / "scripts" / "weaviate" / "listen-host.patch"
 LOOPBACK = "127.0.0.1"
+# How many candidates each leg of a hybrid search (BM25, vector) fetches before the two are fused
+# (Weaviate's QUERY_HYBRID_MAXIMUM_RESULTS; a request for more gets more). Upstream's 100 is kept:
+# fewer candidates saved little time but cost recall@1, because the relative-score fusion scales each
+# leg's scores over its own candidates (benchmarks/search_latency.py --depths). Override: set the variable.
+HYBRID_CANDIDATES = "100"
 
 
 def build_id() -> str:
@@ -124,6 +129,7 @@ class EmbeddedServer:
             RAFT_JOIN=raft_join,
             GRPC_PORT=str(self.grpc_port),
             GOMAXPROCS=env.get("GOMAXPROCS", "2"),
+            QUERY_HYBRID_MAXIMUM_RESULTS=env.get("QUERY_HYBRID_MAXIMUM_RESULTS", HYBRID_CANDIDATES),
         )
         if self.cluster:
             env.update(CLUSTER_JOIN=join, CLUSTER_IN_LOCALHOST="true")  # nodes share 127.0.0.1: ports per node

@@ -34,6 +34,16 @@ def test_embedded_not_running_and_not_started_is_clear(monkeypatch):
         connect(start_embedded=False)
 
 
+def test_hybrid_candidate_depth_is_upstreams_unless_the_user_sets_it(tmp_path, monkeypatch):
+    from hybrid_assets.store.server import HYBRID_CANDIDATES
+
+    server = EmbeddedServer(tmp_path / "weaviate-server", tmp_path / "data", 8689, 50689)
+    monkeypatch.delenv("QUERY_HYBRID_MAXIMUM_RESULTS", raising=False)
+    assert server._env()["QUERY_HYBRID_MAXIMUM_RESULTS"] == HYBRID_CANDIDATES == "100"
+    monkeypatch.setenv("QUERY_HYBRID_MAXIMUM_RESULTS", "40")  # benchmarks/search_latency.py --depths sets it so
+    assert server._env()["QUERY_HYBRID_MAXIMUM_RESULTS"] == "40"
+
+
 @pytest.mark.integration
 def test_start_reuse_stop(tmp_path):
     binary = EmbeddedServer.from_settings(load_settings()).binary
