@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +49,33 @@ def weaviate_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_in_thread(app, start_timeout: float = 60.0, stop_timeout: float = 60.0):
+    """``app`` behind a real uvicorn server on a free loopback port, in a thread of this process (so a
+    test can hold the engine's lock or read the scheduler); yields the base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=stop_timeout)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 from hybrid_assets.schema import parse_answer
 from hybrid_assets.serving.engine import load_labels
 from hybrid_assets.settings import PROJECT_ROOT
+from hybrid_assets_tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
@@ -52,12 +52,6 @@ uvicorn.run(create_app(settings, engine=engine), host="127.0.0.1", port=int(sys.
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def server(settings, client):
     """The sample company indexed, then the API in its own process (the clients' threads stay out of its GIL)."""
@@ -66,7 +60,7 @@ def server(settings, client):
     from hybrid_assets.knowledge.pipeline import ingest_knowledge
 
     assert not ingest_knowledge(client, settings).chunking.failures
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HYBRID_SERVE_QUEUE_SIZE": "64", "HYBRID_SERVE_BATCH_SIZE": "8"}
     env.pop("HYBRID_API_TOKEN", None)
     process = subprocess.Popen([sys.executable, "-c", SERVER, str(port), "8"], env=env, cwd=PROJECT_ROOT)

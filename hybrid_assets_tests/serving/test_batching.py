@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +25,7 @@ import pytest
 
 from hybrid_assets.schema import parse_answer
 from hybrid_assets.settings import PROJECT_ROOT, load_settings
-from hybrid_assets_tests.conftest import on_test_weaviate
+from hybrid_assets_tests.conftest import on_test_weaviate, served_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -83,17 +82,9 @@ def test_batched_answers_are_identical_to_the_answers_alone(stack):
 
 # -- through the HTTP API -------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def api(stack, monkeypatch, request):
     """The real app in a real uvicorn server (own port), with the batch / queue sizes the test asks for."""
-    import uvicorn
-
     from hybrid_assets.serving.api import create_app
 
     _, client, engine = stack
@@ -101,17 +92,8 @@ def api(stack, monkeypatch, request):
     monkeypatch.setenv("HYBRID_SERVE_BATCH_SIZE", str(batch_size))
     monkeypatch.setenv("HYBRID_SERVE_QUEUE_SIZE", str(queue_size))
     app = create_app(load_settings(), engine=engine)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(timeout=60)
+    with served_in_thread(app, start_timeout=30) as base:
+        yield base, app
 
 
 def _wait_for(predicate, what: str, timeout: float = 60.0) -> None:

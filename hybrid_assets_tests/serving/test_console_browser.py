@@ -22,9 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
@@ -41,7 +38,7 @@ from hybrid_assets.schema import LabelSpace
 from hybrid_assets.serving.console import CONTENT_SECURITY_POLICY
 from hybrid_assets.serving.feedback import DECISION_FIELDS, FEEDBACK_FILE
 from hybrid_assets.settings import PROJECT_ROOT
-from hybrid_assets_tests.conftest import on_test_weaviate
+from hybrid_assets_tests.conftest import on_test_weaviate, served_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -98,18 +95,10 @@ class Sensors:
         return {key for key in KNOWLEDGE | BEHAVIOUR if result.get_num_requested(dg.AssetKey(key))}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def console(weaviate_server, tmp_path_factory):
     """A private data folder (a few documents, a hostile one, a broken one; all accounts; the behaviour
     data), indexed in the test Weaviate; the real app with the real engine behind uvicorn."""
-    import uvicorn
-
     from hybrid_assets.knowledge.pipeline import ingest_knowledge
     from hybrid_assets.serving.api import create_app
     from hybrid_assets.serving.engine import AnswerEngine, load_labels
@@ -134,21 +123,9 @@ def console(weaviate_server, tmp_path_factory):
         assert sensors.tick(behaviour_automation) == set() and sensors.tick(knowledge_automation) == set()
 
         engine = AnswerEngine(settings, load_labels(settings), k=4, max_new_tokens=400)
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings, engine=engine), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "the console server did not start"
-            time.sleep(0.05)
-        try:
-            yield {"url": f"http://127.0.0.1:{port}", "settings": settings, "data": data, "sensors": sensors,
+        with served_in_thread(create_app(settings, engine=engine), stop_timeout=20) as url:
+            yield {"url": url, "settings": settings, "data": data, "sensors": sensors,
                    "labels": load_labels(settings), "answers": {}}
-        finally:
-            server.should_exit = True
-            thread.join(timeout=20)
 
 
 @pytest.fixture(scope="module")
