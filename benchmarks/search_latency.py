@@ -25,17 +25,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-import contextlib  # noqa: E402
-import os  # noqa: E402
 
 from benchmarks.common import machine, pct, private_stack, update_results  # noqa: E402
 from benchmarks.ingest import WORDS, load_sentences, make_queries, section_text  # noqa: E402
@@ -52,21 +51,6 @@ HEADING = "## Search latency by searched property (benchmarks/search_latency.py)
 
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-@contextlib.contextmanager
-def candidate_depth(depth: int):
-    """Servers started inside run with this hybrid candidate depth (``EmbeddedServer`` passes the
-    variable through, as a user's override would)."""
-    before = os.environ.get("QUERY_HYBRID_MAXIMUM_RESULTS")
-    os.environ["QUERY_HYBRID_MAXIMUM_RESULTS"] = str(depth)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("QUERY_HYBRID_MAXIMUM_RESULTS")
-        else:
-            os.environ["QUERY_HYBRID_MAXIMUM_RESULTS"] = before
 
 
 def latency(fn, queries, vectors, warm_up: int = 20) -> tuple[float, float]:
@@ -180,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     timings, recalls = [], []
     for depth in depths:
-        with candidate_depth(depth):
+        # Servers started inside get this depth: EmbeddedServer passes the variable through, as a user's would.
+        with mock.patch.dict(os.environ, {"QUERY_HYBRID_MAXIMUM_RESULTS": str(depth)}):
             say(f"[depth {depth}] latency over {CHUNKS} chunks ({args.queries} queries after 20 warm-up, k=5, alpha=0.6)")
             timings += [(depth, *row) for row in latency_figures(args.queries)]
             say(f"[depth {depth}] retrieval quality on the sample company")

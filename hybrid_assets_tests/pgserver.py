@@ -12,13 +12,14 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from hybrid_assets_tests.conftest import free_port
 
 
 class PostgresMissing(RuntimeError):
@@ -39,12 +40,6 @@ def bin_dir() -> Path:
             return candidate
     raise PostgresMissing("PostgreSQL server binaries (initdb, pg_ctl) not found: run `make setup` "
                           "(installs Debian's postgresql package) or set HYBRID_TEST_PG_BIN")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_assets.settings import PROJECT_ROOT, load_settings
-from hybrid_assets_tests.conftest import TEST_GRPC_PORT, TEST_HTTP_PORT
+from hybrid_assets_tests.conftest import TEST_GRPC_PORT, TEST_HTTP_PORT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +53,11 @@ uvicorn.run(create_app(engine=EngineThatMustNotBeReached()), host="127.0.0.1", p
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _free_weaviate_ports() -> tuple[int, int]:
     """An HTTP port whose derived cluster ports (+10..+13, see EmbeddedServer) are free too, and a gRPC
     port: picked by the OS, not fixed, so no other session's server can be on them."""
     for _ in range(50):
-        http_port, grpc_port = _free_port(), _free_port()
+        http_port, grpc_port = free_port(), free_port()
         wanted = {http_port, grpc_port, *(http_port + n for n in range(10, 14))}
         if len(wanted) != 6 or max(wanted) > 65535:
             continue
@@ -89,7 +83,7 @@ def _memory_kib(pid: int) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def api_server(weaviate_server, tmp_path_factory):
     """A real uvicorn server (HYBRID_API_TOKEN set) on a free loopback port; yields (port, pid)."""
-    port = _free_port()
+    port = free_port()
     script = tmp_path_factory.mktemp("api") / "serve.py"
     script.write_text(SERVER_SCRIPT)
     env = dict(os.environ, HYBRID_API_TOKEN=TOKEN, WEAVIATE_HTTP_PORT=TEST_HTTP_PORT,

@@ -282,28 +282,12 @@ def test_another_companys_label_space_without_tier_2_serves_end_to_end(served):
 @pytest.fixture
 def openai_server(served):
     """The real app behind a real uvicorn server on a free loopback port, for the real ``openai`` SDK."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
     from hybrid_assets.serving.api import create_app
+    from hybrid_assets_tests.conftest import served_in_thread
 
     settings, _, engine = served
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine=engine), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_in_thread(create_app(settings, engine=engine), start_timeout=30, stop_timeout=10) as base:
+        yield f"{base}/v1"
 
 
 def test_the_openai_sdk_talks_to_the_chat_completions_endpoint(served, openai_server, monkeypatch):
