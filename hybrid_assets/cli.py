@@ -288,6 +288,30 @@ def train(eval_limit, profile, promote, export_release, **knobs) -> None:
         click.echo(f"release adapter written to {out} (commit it with data/behaviour: its lineage names that data)")
 
 
+@main.command()
+@click.option("--adapter", "adapter_dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              default=None, help="The adapter folder to recalibrate (default: the shipped adapters/release/).")
+@click.option("--eval-limit", type=int, default=DEFAULT_EVAL_LIMIT, show_default=True,
+              help="Held-out records the recalibrated decision is measured on (the gate's subset).")
+def calibrate(adapter_dir, eval_limit) -> None:
+    """Choose an adapter's decision calibration again on its dev split (threshold and retrieval
+    evidence), measure it on the gate's eval records, and write both into its lineage.json."""
+    from hybrid_assets.behaviour.pipeline import recalibrate
+
+    settings = load_settings()
+    adapter_dir = adapter_dir or settings.release_adapter_dir or RELEASE_DIR
+    try:
+        result = recalibrate(settings, adapter_dir, eval_limit=eval_limit)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(f"before: {describe_decision(result['before'])}")
+    click.echo(f"now:    {describe_decision(result['calibration'])}")
+    if result["adapter_metrics"]:
+        click.echo(comparison_table(result["adapter_metrics"], result["metrics"]).replace(
+            "| metric | base | adapter |", "| metric | calibration before | recalibrated |"))
+    click.echo(f"written to {Path(adapter_dir) / 'lineage.json'}")
+
+
 @main.group()
 def raft() -> None:
     """RAFT training data: pin the corpus, check the triples, generate the behaviour file."""

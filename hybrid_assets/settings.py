@@ -61,12 +61,13 @@ def apply_offline_env() -> None:
 
 
 def repo_relative(path: Path | str) -> str:
-    """A path as committed files should show it: relative to the repository when inside it."""
+    """A path as committed files should show it: relative to the repository when inside it, else only
+    its last two parts ("…/versions/<id>"): a benchmark's temporary data folder is nobody's path."""
     path = Path(path)
     try:
         return path.resolve().relative_to(PROJECT_ROOT).as_posix()
     except ValueError:
-        return str(path)
+        return "…/" + "/".join(path.parts[-2:])
 
 
 class SettingsError(ValueError):

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import BehaviourRecord
 from hybrid_assets.behaviour.evaluate import generate_answers
+from hybrid_assets.behaviour.evidence import context_similarities, fit_evidence
 from hybrid_assets.models.decision import (DECISION, LEVEL, LEVEL_PROBE_FILE, PROBE_FILE, DecisionProbe,
-                                          DecisionRule, choose)
+                                          DecisionRule, RetrievalEvidence, choose)
 from hybrid_assets.schema import DECISIONS, LabelSpace
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,14 @@ def _level_probe(train_records, train_features, dev_records, dev_features, dev_p
 
 
 def calibrate(model, tokenizer, records: Sequence[BehaviourRecord], labels: LabelSpace,
-              no_repeat_ngram: int = 0, train_records: Sequence[BehaviourRecord] = ()) -> Calibrated:
+              no_repeat_ngram: int = 0, train_records: Sequence[BehaviourRecord] = (),
+              embedding_model: str | None = None) -> Calibrated:
     """The lineage's ``decision_calibration`` entry (None when the dev split is too small or has a
     single decision class: a threshold would be chosen on nothing, and serving decodes greedily).
     With ``train_records``, probes for the decision and the escalation level are fitted too, each
-    kept when it beats the tokens on dev."""
+    kept when it beats the tokens on dev. With ``embedding_model``, the retrieval evidence
+    (``behaviour/evidence.py``) is fitted too, and used when its cross-validated dev macro F1 beats
+    the tokens' (a decision probe, when used, takes precedence: the evidence reads the tokens')."""
     # A record without context has nothing to cite, so the grammar already rules "answer" out
     # (``models/constrained.py``): it says nothing about where the threshold should be.
     records = [r for r in records if r.context]
@@ -178,9 +182,10 @@ def calibrate(model, tokenizer, records: Sequence[BehaviourRecord], labels: Labe
         return Calibrated(None)
     dev_predictions, dev_features = decision_points(model, tokenizer, records, labels, no_repeat_ngram)
     entry = {"method": "tokens", **choose_threshold(gold, [p.decision_probabilities for p in dev_predictions])}
+    evidence = _evidence(entry, records, gold, dev_predictions, embedding_model) if embedding_model else None
     train_records = [r for r in train_records if r.context]
     if len({r.answer["decision"] for r in train_records}) < 2 or len(train_records) < MIN_PROBE_EXAMPLES:
-        return Calibrated(entry, DecisionRule(entry["answer_threshold"]))
+        return Calibrated(entry, DecisionRule(entry["answer_threshold"], evidence=evidence))
     _, train_features = decision_points(model, tokenizer, train_records, labels, no_repeat_ngram)
     x, y = _pairs(train_features, [r.answer["decision"] for r in train_records], DECISION)
     dev_x, dev_y = _pairs(dev_features, gold, DECISION)
@@ -192,9 +197,28 @@ def calibrate(model, tokenizer, records: Sequence[BehaviourRecord], labels: Labe
     tokens_best = max(entry["dev_macro_f1"], entry["dev_macro_f1_greedy"])
     if figures["dev_macro_f1"] <= tokens_best:
         log.info("decision probe not used: dev macro F1 %.3f <= the tokens' %.3f", figures["dev_macro_f1"], tokens_best)
-        return Calibrated(entry, DecisionRule(entry["answer_threshold"], None, level_probe))
+        return Calibrated(entry, DecisionRule(entry["answer_threshold"], None, level_probe, evidence))
     entry.update(method="probe", answer_threshold=figures["answer_threshold"])
+    if entry.get("evidence"):
+        entry["evidence"]["used"] = False  # it was fitted on the tokens' P(answer), not the probe's
     return Calibrated(entry, DecisionRule(figures["answer_threshold"], probe, level_probe))
+
+
+def _evidence(entry: dict, records, gold, dev_predictions, embedding_model: str) -> RetrievalEvidence | None:
+    """Fit the retrieval evidence on the dev records that reached their decision; record it in
+    ``entry["evidence"]`` and return it when its cross-validated dev macro F1 beats the tokens' best."""
+    kept = [(r, g, p.decision_probabilities) for r, g, p in zip(records, gold, dev_predictions)
+            if p.decision_probabilities is not None]
+    similarities = context_similarities([r for r, _, _ in kept], embedding_model)
+    fitted = fit_evidence([g for _, g, _ in kept], [d for _, _, d in kept], similarities, macro_f1)
+    if fitted is None:
+        return None
+    evidence, figures = fitted
+    tokens_best = max(entry["dev_macro_f1"], entry["dev_macro_f1_greedy"])
+    figures["used"] = figures["dev_macro_f1_cv"] > tokens_best
+    figures["embedding_model"] = embedding_model
+    entry["evidence"] = figures
+    return evidence if figures["used"] else None
 
 
 def _load_probe(path: Path, version_id: str | None) -> DecisionProbe | None:
@@ -215,12 +239,25 @@ def decision_rule_of(adapter_dir: Path | None, lineage: dict | None, version_id:
     level_probe = _load_probe(folder / LEVEL_PROBE_FILE, version_id) \
         if (calibration.get("level_probe") or {}).get("used") else None
     if calibration.get("method") != "probe":
-        return DecisionRule(threshold_of(lineage, version_id), None, level_probe)
+        return DecisionRule(threshold_of(lineage, version_id), None, level_probe,
+                            _evidence_of(calibration, version_id))
     probe = _load_probe(folder / PROBE_FILE, version_id)
     if probe is None:
         return DecisionRule(None, None, level_probe)
     threshold = calibration.get("answer_threshold")
     return DecisionRule(float(threshold) if isinstance(threshold, (int, float)) else None, probe, level_probe)
+
+
+def _evidence_of(calibration: dict, version_id: str | None) -> RetrievalEvidence | None:
+    raw = calibration.get("evidence") or {}
+    if not raw.get("used"):
+        return None
+    try:
+        return RetrievalEvidence.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("adapter %s: its retrieval evidence in the lineage cannot be read (%s); the decision "
+                    "uses the tokens' threshold alone", version_id or "?", exc)
+        return None
 
 
 def threshold_of(lineage: dict | None, version_id: str | None = None) -> float | None:
@@ -253,6 +290,13 @@ def describe(calibration: dict | None) -> str:
         return (f"decision: probe on the hidden state, {rule} (dev macro F1 {probe['dev_macro_f1']:.3f} vs {tokens}; "
                 f"{dev}, probe fitted on {probe['train_examples']} train examples)") + _describe_level(calibration)
     tail = f"; probe {probe['dev_macro_f1']:.3f}, not better" if probe else ""
+    evidence = calibration.get("evidence")
+    if evidence and evidence.get("used"):
+        return (f"decision: the tokens' P(answer) with the best passage's similarity, answer when the evidence's "
+                f"P(answer) >= 0.5 (cross-validated dev macro F1 {evidence['dev_macro_f1_cv']:.3f} vs {tokens}{tail}; "
+                f"{dev})") + _describe_level(calibration)
+    if evidence:
+        tail += f"; retrieval evidence {evidence['dev_macro_f1_cv']:.3f} (cross-validated), not better"
     return f"decision: the tokens' own, {rule} (dev macro F1, {tokens}{tail}; {dev})" + _describe_level(calibration)
 
 

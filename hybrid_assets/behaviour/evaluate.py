@@ -112,15 +112,22 @@ def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], label
                      max_new_tokens: int, batch_size: int, constrained: bool = True,
                      no_repeat_ngram: int | None = None,
                      rule: DecisionRule | None = None,
-                     features: list | None = None) -> tuple[list[Prediction], float]:
+                     features: list | None = None,
+                     similarities: Sequence[float | None] | None = None) -> tuple[list[Prediction], float]:
     """Every record through the shared decoder, in batches of similar prompt length (less padding).
     Returns predictions in record order and the total generation seconds. ``no_repeat_ngram``
     defaults to the served setting (``HYBRID_NO_REPEAT_NGRAM``); ``rule`` is the adapter's calibrated
     decisions (``models/decision.DecisionRule``), as serving applies it. ``features``: when a list is
     given, it receives each record's hidden states at its decision and level (``Generation.features``),
-    in record order."""
+    in record order. ``similarities``: each record's best passage's similarity to its ticket, which a
+    rule's retrieval evidence reads; measured here (``behaviour/evidence.py``) when the rule has
+    evidence and none are given."""
     if no_repeat_ngram is None:
         no_repeat_ngram = load_settings().answer_no_repeat_ngram
+    if similarities is None and rule is not None and rule.evidence is not None:
+        from hybrid_assets.behaviour.evidence import context_similarities
+
+        similarities = context_similarities(records, load_settings().embedding_model)
     decoder = Decoder(tokenizer, model.config.vocab_size, labels, max_new_tokens, no_repeat_ngram, constrained)
     conversations = [prompt_messages(r, labels) for r in records]
     order = sorted(range(len(records)), key=lambda i: sum(len(m["content"]) for m in conversations[i]))
@@ -133,7 +140,8 @@ def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], label
         decoder.prepare(citable)  # compile grammars outside the timed part (cached per id set)
         started = time.perf_counter()
         generated = decoder.generate(model, [conversations[i] for i in batch], citable,
-                                     rule=rule, keep_features=features is not None)
+                                     rule=rule, keep_features=features is not None,
+                                     similarities=[similarities[i] for i in batch] if similarities is not None else None)
         seconds += time.perf_counter() - started
         for index, generation in zip(batch, generated):
             kept[index] = generation.features

@@ -18,7 +18,7 @@ from hybrid_assets.behaviour.dataset import BehaviourDataset, BehaviourRecord, l
 from hybrid_assets.behaviour.calibration import calibrate, decision_rule_of
 from hybrid_assets.behaviour.evaluate import evaluate_model, load_model
 from hybrid_assets.behaviour.evaluate import promote_if_passing as gate_and_promote
-from hybrid_assets.behaviour.registry import AdapterRegistry, AdapterVersion, build_lineage
+from hybrid_assets.behaviour.registry import LINEAGE_FILE, AdapterRegistry, AdapterVersion, build_lineage, read_lineage
 from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.behaviour.train import StepLog, TrainConfig, TrainResult, train_adapter
 from hybrid_assets.schema import LabelSpace
@@ -89,8 +89,11 @@ def evaluate_champion(settings: Settings, champion: AdapterVersion, records: Seq
     cached by (version, records): versions are immutable."""
     base_model = champion.lineage.get("base_model") or settings.base_model
     rule = decision_rule_of(champion.path, champion.lineage, champion.version_id)
+    # keyed by the calibration too: ``recalibrate`` changes how a version decides, not its weights
+    calibration = json.dumps((champion.lineage.get("metrics") or {}).get("decision_calibration"), sort_keys=True)
+    key = f"{champion.version_id}-{hashlib.sha256(calibration.encode()).hexdigest()[:8]}"
     return _cached_metrics(
-        _eval_cache(settings, "champion_eval", champion.version_id, records),
+        _eval_cache(settings, "champion_eval", key, records),
         lambda: evaluate_model(base_model, champion.path, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings,
                                rule=rule).metrics.to_dict())
 
@@ -125,7 +128,8 @@ def train_candidate(
     base_metrics = evaluate_base(settings, base_model, records, labels)
     loaded = load_model(base_model, staging, settings)
     calibrated = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram,
-                           train_records=split.train if config.decision_probes else ())
+                           train_records=split.train if config.decision_probes else (),
+                           embedding_model=settings.embedding_model)
     calibration = calibrated.entry
     calibrated.save(staging)  # the probes it uses travel with the adapter (and a resumed run's old ones go)
     adapter_metrics = evaluate_model(base_model, staging, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings,
@@ -139,6 +143,45 @@ def train_candidate(
     version = registry.commit(staging, build_lineage(base_model, data.version, result.config, metrics))
     return TrainedCandidate(version, result, base_metrics, adapter_metrics, len(records), champion_metrics,
                             champion.version_id if champion else None, calibration)
+
+
+def recalibrate(settings: Settings, adapter_dir: Path, *, eval_limit: int = DEFAULT_EVAL_LIMIT,
+                data_dir: Path | None = None) -> dict:
+    """Choose a trained adapter's decision calibration again (threshold and retrieval evidence, on the
+    dev split of the data and split its lineage names), measure it on the gate's eval records, and
+    write both into the adapter folder's lineage (``metrics.decision_calibration``; the earlier one
+    kept under ``metrics.decision_calibration_before``, the new figures under
+    ``metrics.adapter_recalibrated``). Weights, data version and training metrics are untouched.
+    Refuses an adapter whose lineage names other behaviour data (its dev split would not be held out)."""
+    adapter_dir = Path(adapter_dir)
+    lineage = read_lineage(adapter_dir)
+    if not lineage or "metrics" not in lineage:
+        raise ValueError(f"{adapter_dir}: no lineage.json with metrics: nothing says which split is held out")
+    data_dir = Path(data_dir or settings.behaviour_dir)
+    labels = LabelSpace.from_file(data_dir / "labels.json")
+    data = load_behaviour_data(data_dir, labels)
+    if lineage.get("dataset_version") != data.version:
+        raise ValueError(f"{adapter_dir} was trained on behaviour data {str(lineage.get('dataset_version'))[:8]}, "
+                         f"{data_dir} is {data.version[:8]}: its dev split is not held out from that data")
+    config = (lineage["metrics"].get("train") or {}).get("config") or {}
+    split = split_records(data.records, config.get("eval_fraction", 0.15), config.get("dev_fraction", 0.1))
+    base_model = lineage.get("base_model") or settings.base_model
+    loaded = load_model(base_model, adapter_dir, settings)
+    calibrated = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram,
+                           embedding_model=settings.embedding_model)
+    records = eval_subset(split.eval, eval_limit)
+    measured = evaluate_model(base_model, adapter_dir, records, labels, EVAL_MAX_NEW_TOKENS, settings=settings,
+                              rule=calibrated.rule, loaded=loaded).metrics.to_dict()
+    metrics = lineage["metrics"]
+    metrics["decision_calibration_before"] = metrics.get("decision_calibration")
+    metrics["decision_calibration"] = calibrated.entry
+    metrics["adapter_recalibrated"] = {**measured, "eval_records": len(records)}
+    calibrated.save(adapter_dir)
+    tmp = adapter_dir / f".{LINEAGE_FILE}.tmp"
+    tmp.write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(adapter_dir / LINEAGE_FILE)  # atomic: a reader sees the old lineage or the new one
+    return {"calibration": calibrated.entry, "metrics": measured, "before": metrics["decision_calibration_before"],
+            "adapter_metrics": metrics.get("adapter")}
 
 
 def promote_if_passing(settings: Settings, candidate: TrainedCandidate) -> tuple[bool, list[str]]:

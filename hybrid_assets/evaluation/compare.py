@@ -174,7 +174,8 @@ def run_configuration(engine, client, cases: Sequence[EvalCase], config: Configu
     metrics = score(cases, results, config.retrieval)
     metrics["mean_latency_s"] = seconds / len(cases)
     answers = [{"id": c.item.id, "answer": r.answer, "cited_docs": [s["doc_id"] for s in r.sources],
-                "retrieved_docs": [x["doc_id"] for x in r.retrieved], "guards": r.guards}
+                "retrieved_docs": [x["doc_id"] for x in r.retrieved], "guards": r.guards,
+                "generated": r.text}  # what the model wrote before the guards: why a guard fired
                for c, r in zip(cases, results)]
     return ConfigReport(config.name, len(cases), metrics, seconds, answers)
 

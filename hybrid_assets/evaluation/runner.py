@@ -17,6 +17,7 @@ from pathlib import Path
 from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
 from hybrid_assets.behaviour.pipeline import eval_subset
 from hybrid_assets.behaviour.registry import AdapterRegistry
+from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.evaluation.compare import CONFIGURATIONS, Configuration, EvalCase, compare
 from hybrid_assets.evaluation.datasets import EvalDataset, EvalItem, load_eval_dataset
 from hybrid_assets.knowledge.chunking import Chunk, chunk_id, split_long
@@ -63,13 +64,17 @@ def sample_cases(settings: Settings, limit: int = DEFAULT_SAMPLE_LIMIT, data_dir
 
 def adapter_for_evaluation(settings: Settings) -> Path | None:
     """The promoted adapter; when none is promoted (every candidate so far failed the gate), the newest
-    candidate, so the comparison still shows what fine-tuning does. The report names which one."""
+    candidate, so the comparison still shows what fine-tuning does; on a fresh data folder, the shipped
+    release adapter, installed and promoted as serving does. The report names which one."""
     registry = AdapterRegistry(settings.adapters_dir)
     current = registry.current()
     if current is not None:
         return current.path
     versions = registry.list_versions()
-    return versions[-1].path if versions else None
+    if versions:
+        return versions[-1].path
+    release = install_release(settings)
+    return release.path if release else None
 
 
 def _adapter_status(settings: Settings, adapter_dir: Path | None) -> str:

@@ -23,6 +23,14 @@ The same gate reads the escalation level where ``"level":`` has been written, an
 (``LEVEL_PROBE_FILE``) may choose it: the level is the decision the escalation policy's tree makes,
 and the model's hidden state there has read the ticket and the account facts.
 
+Neither reading may know what the retrieval knows. ``RetrievalEvidence`` is a two-feature logistic
+model fitted on the dev split, P(answer | s, p) = sigmoid(w_s * s + w_p * p + b), over the cosine
+similarity s of the ticket and its best passage (what the relevance floor already reads) and the
+reading's own P(answer) p; when an adapter's lineage has one, the gate answers when it is >= 0.5.
+Measured on the release adapter's 54 dev records (2026-12-04, RESULTS.md): the tokens' P(answer)
+alone separates answerable from not barely better than chance (cross-validated macro F1 0.42), the
+top similarity alone 0.59.
+
 Which value a token begins is read from its text: a token is consistent with every value it is a
 prefix of (``consistent``), so no assumption is made about the label names (another company's levels
 may share prefixes); a chosen value is then enforced token by token until it is written whole.
@@ -31,6 +39,7 @@ may share prefixes); a chosen value is then enforced token by token until it is 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hybrid_assets.schema import ANSWER, DECISIONS
@@ -113,6 +122,41 @@ class DecisionProbe:
         return cls(values.split(","), **arrays)
 
 
+@dataclass(frozen=True)
+class RetrievalEvidence:
+    """P(answer) from the best passage's similarity and the reading's own P(answer) (see above)."""
+
+    w_similarity: float
+    w_answer: float
+    bias: float
+
+    def p_answer(self, similarity: float, token_answer: float) -> float:
+        z = self.w_similarity * similarity + self.w_answer * token_answer + self.bias
+        return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
+
+    def reweigh(self, mass: dict[str, float], similarity: float) -> dict[str, float]:
+        """``mass`` with P(answer) replaced by the evidence's, the other values sharing the rest in the
+        reading's own proportions; unchanged when the grammar rules "answer" out (nothing to cite)."""
+        if mass.get(ANSWER, 0.0) <= 0.0:
+            return mass
+        p = self.p_answer(similarity, mass[ANSWER])
+        others = {value: m for value, m in mass.items() if value != ANSWER and m > 0.0}
+        total = sum(others.values())
+        shares = {value: m / total for value, m in others.items()} if total > 0 else \
+            {value: 1.0 / max(len(mass) - 1, 1) for value in mass if value != ANSWER}
+        return {value: (p if value == ANSWER else (1.0 - p) * shares.get(value, 0.0)) for value in mass}
+
+    def to_dict(self) -> dict:
+        return {"w_similarity": self.w_similarity, "w_answer": self.w_answer, "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RetrievalEvidence":
+        return cls(float(raw["w_similarity"]), float(raw["w_answer"]), float(raw["bias"]))
+
+
+EVIDENCE_THRESHOLD = 0.5  # the evidence model is fitted class-balanced: its own decision boundary
+
+
 def restrict(mass: dict[str, float], allowed: dict[str, float]) -> dict[str, float]:
     """``mass`` over only the values the grammar allows at this point (those with token mass > 0),
     renormalised; the allowed values' own mass when the probe puts nothing on any of them."""
@@ -146,6 +190,7 @@ class DecisionRule:
     answer_threshold: float | None = None
     probe: DecisionProbe | None = None
     level_probe: DecisionProbe | None = None
+    evidence: RetrievalEvidence | None = None  # with a row's top similarity, replaces the threshold
 
 
 @dataclass
@@ -154,14 +199,15 @@ class _Field:
     values: tuple[str, ...]
     probe: DecisionProbe | None
     threshold: float | None
+    evidence: RetrievalEvidence | None = None
 
     @property
     def enforced(self) -> bool:
-        return self.probe is not None or self.threshold is not None
+        return self.probe is not None or self.threshold is not None or self.evidence is not None
 
-    def choose(self, mass: dict[str, float]) -> str:
+    def choose(self, mass: dict[str, float], evidenced: bool = False) -> str:
         if self.name == DECISION:
-            return choose(mass, self.threshold)
+            return choose(mass, EVIDENCE_THRESHOLD if evidenced else self.threshold)
         allowed = {value: p for value, p in mass.items() if p > 0.0}
         return max(allowed, key=allowed.get) if allowed else self.values[0]
 
@@ -191,11 +237,15 @@ class DecisionGate:
     threshold), tokens that do not continue the chosen value are masked until it is written whole."""
 
     def __init__(self, tokenizer, rule: DecisionRule | None = None, levels: tuple[str, ...] = (),
-                 hidden: LastHiddenState | None = None, keep_features: bool = False):
+                 hidden: LastHiddenState | None = None, keep_features: bool = False,
+                 similarities: Sequence[float | None] | None = None):
         rule = rule or DecisionRule()
+        # per row: the best passage's similarity to the ticket (None: unknown, the evidence is not used)
+        self.similarities = list(similarities) if similarities is not None else None
         if (rule.probe is not None or rule.level_probe is not None or keep_features) and hidden is None:
             raise ValueError("a probe or kept features need the hidden state (LastHiddenState)")
-        self.fields = [_Field(DECISION, DECISIONS, rule.probe, rule.answer_threshold)]
+        evidence = rule.evidence if similarities is not None else None
+        self.fields = [_Field(DECISION, DECISIONS, rule.probe, rule.answer_threshold, evidence)]
         if levels:
             self.fields.append(_Field(LEVEL, tuple(levels), rule.level_probe, None))
         elif rule.level_probe is not None:
@@ -272,8 +322,11 @@ class DecisionGate:
             self.kept[f.name][row] = state.float().cpu().numpy()
         if f.probe is not None:
             mass = restrict(f.probe.probabilities(state), mass)
+        similarity = self.similarities[row] if f.evidence is not None and row < len(self.similarities) else None
+        if similarity is not None:
+            mass = f.evidence.reweigh(mass, similarity)
         self.distributions[f.name][row] = mass
-        self._chosen[row] = f.choose(mass)
+        self._chosen[row] = f.choose(mass, evidenced=similarity is not None)
 
     def __call__(self, input_ids, scores):
         rows = input_ids.shape[0]

@@ -128,7 +128,7 @@ class Decoder:
     def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
                  base_only: bool = False, rule: DecisionRule | None = None,
                  stop: Callable[[], bool] | None = None, step_times: list[float] | None = None,
-                 keep_features: bool = False) -> list[Generation]:
+                 keep_features: bool = False, similarities: list[float | None] | None = None) -> list[Generation]:
         """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model);
         ``rule``: the adapter's calibrated decisions (``models/decision.DecisionRule``: the answer
         threshold and the probes; None = greedy's own);
@@ -136,7 +136,9 @@ class Decoder:
         the API's scheduler uses it when every client of a batch has gone); ``step_times``: when a list
         is given, the ``perf_counter`` time at which each step finished is appended (the first one
         includes the prompt's prefill): for benchmarks of the per-token cost. ``keep_features``: return
-        each row's hidden states at the decision and the level (to fit probes on)."""
+        each row's hidden states at the decision and the level (to fit probes on). ``similarities``: per
+        row, the best passage's cosine similarity to the ticket, which the rule's retrieval evidence
+        reads (``models/decision.RetrievalEvidence``)."""
         import torch
 
         if len(conversations) != len(citable):
@@ -150,7 +152,7 @@ class Decoder:
         rule = rule or DecisionRule()
         probed = rule.probe is not None or rule.level_probe is not None
         hidden = LastHiddenState() if self.constrained and (probed or keep_features) else None
-        gate = DecisionGate(tokenizer, rule, self.labels.escalation_levels, hidden, keep_features) \
+        gate = DecisionGate(tokenizer, rule, self.labels.escalation_levels, hidden, keep_features, similarities) \
             if self.constrained else None
         cites = AnswerCites(tokenizer) if self.constrained else None
         handle = hidden.attach(model) if hidden is not None else None

@@ -18,7 +18,7 @@ from hybrid_assets.behaviour.registry import AdapterRegistry, read_lineage
 from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.decision import DecisionRule
-from hybrid_assets.models.figures import check_figures, label_names
+from hybrid_assets.models.figures import check_figures, label_names, still_grounded, without_sentences_holding
 from hybrid_assets.models.generation import Decoder, Generation
 from hybrid_assets.prompting import build_messages
 from hybrid_assets.schema import ANSWER, LabelSpace, dump_answer, not_answerable_answer, parse_answer
@@ -80,7 +80,8 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
     nothing; an answer that cites nothing is not grounded, so it becomes the honest not-answerable
     answer. A figure in the reply or resolution that neither a cited passage nor the request holds
     (``models/figures.py``) is cited from the retrieved passage that holds it, or, when none does, is
-    an invented fact: the answer becomes the honest one, keeping its labels."""
+    an invented fact: its sentence is dropped when the rest of the answer still says what its cited
+    passages say, else the answer becomes the honest one, keeping its labels."""
     answer = dict(answer)
     dropped = [c for c in answer["citations"] if c not in passages]
     citations = list(dict.fromkeys(c for c in answer["citations"] if c in passages))
@@ -98,15 +99,36 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
         figures = check_figures([answer["reply"], answer["resolution"]], {c: passages[c] for c in citations},
                                 passages, given, label_names(labels), account_ids)
         if figures.unsupported:
-            answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
-                                           escalation=answer["escalation"])
-            citations = []
-            guards.append("unsupported_figure_replaced")
-        elif figures.cite_also and answer["decision"] == ANSWER:
+            trimmed = _without_invented_figures(answer, figures.unsupported, [passages[c] for c in citations],
+                                                [*given, f"{labels.company} Support Team"])
+            if trimmed is not None:
+                answer = trimmed
+                guards.append("unsupported_figure_sentence_dropped")
+                figures = check_figures([answer["reply"], answer["resolution"]], {c: passages[c] for c in citations},
+                                        passages, given, label_names(labels), account_ids)
+            else:
+                answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
+                                               escalation=answer["escalation"])
+                citations = []
+                guards.append("unsupported_figure_replaced")
+        if answer["decision"] == ANSWER and figures.cite_also:
             citations += figures.cite_also
             guards.append("cited_the_passage_holding_a_figure")
     answer["citations"] = citations
     return answer, dropped, guards
+
+
+def _without_invented_figures(answer: dict, unsupported, cited_texts: list[str], ignore: list[str]) -> dict | None:
+    """The answer less the reply / resolution sentences holding an ``unsupported`` figure, when it is an
+    answer and what is left still states something its cited passages say (``figures.still_grounded``);
+    None when the honest "not answerable" answer must replace it."""
+    if answer["decision"] != ANSWER:
+        return None  # a clarifying question with an invented figure is not worth trimming
+    reply, _ = without_sentences_holding(answer["reply"], unsupported)
+    resolution, _ = without_sentences_holding(answer["resolution"], unsupported)
+    if not resolution or not still_grounded(reply, cited_texts, ignore=ignore):
+        return None
+    return {**answer, "reply": reply, "resolution": resolution}
 
 
 def truncated_answer(decided: dict, labels: LabelSpace) -> dict:
@@ -190,11 +212,13 @@ class AnswerEngine:
 
     # -- answering ---------------------------------------------------------------------------
     def generate(self, conversations: list[list[dict]], citable: list[tuple[str, ...]],
-                 stop: Callable[[], bool] | None = None) -> list[Generation]:
+                 stop: Callable[[], bool] | None = None,
+                 similarities: list[float | None] | None = None) -> list[Generation]:
         """One batch through the shared decoding path (``models/generation.py``), with the promoted
-        adapter, or the base model when none is promoted."""
+        adapter, or the base model when none is promoted. ``similarities``: each row's best retrieved
+        passage's similarity to its ticket (what the adapter's retrieval evidence reads)."""
         return self._decoder.generate(self._model, conversations, citable, base_only=self._adapter_version is None,
-                                      rule=self._decision, stop=stop)
+                                      rule=self._decision, stop=stop, similarities=similarities)
 
     @property
     def answer_threshold(self) -> float | None:
@@ -252,7 +276,7 @@ class AnswerEngine:
     def _generate_batch(self, prepared: list[Prepared], stop: Callable[[], bool] | None = None) -> list[AnswerResult]:
         started = time.perf_counter()
         generated = self.generate([p.conversation for p in prepared], [tuple(p.retrieved.hits) for p in prepared],
-                                  stop)
+                                  stop, [p.retrieved.top_similarity for p in prepared])
         seconds = (time.perf_counter() - started) / len(generated)  # per answer, amortised
         return [self._finish(generation, p, seconds, self._adapter_version)
                 for p, generation in zip(prepared, generated)]

@@ -19,6 +19,13 @@ class Retrieved:
     hits: dict[str, SearchHit]  # short id -> the hit it stands for
     seconds: float
 
+    @property
+    def top_similarity(self) -> float | None:
+        """The best passage's cosine similarity to the query (None when nothing passed the floor or no
+        hit carries one): the retrieval's own evidence that the context is about the ticket."""
+        values = [hit.similarity for hit in self.hits.values() if hit.similarity is not None]
+        return max(values) if values else None
+
     def chunk_id(self, short_id: str) -> str | None:
         hit = self.hits.get(short_id)
         return hit.chunk_id if hit else None

@@ -103,6 +103,9 @@ def test_the_shipped_release_adapter_was_trained_on_the_shipped_data_and_is_cali
     rule = decision_rule_of(SHIPPED, lineage, lineage["version_id"])
     assert (rule.probe is not None) == (calibration["method"] == "probe")  # its probe file is shipped with it
     assert rule.probe is None or rule.probe.features == 576  # SmolLM2-135M's hidden size
+    evidence = calibration.get("evidence") or {}
+    assert (rule.evidence is not None) == bool(evidence.get("used"))  # served as calibration chose
+    assert not evidence or evidence["embedding_model"]  # fitted on the similarity of a named embedder
     adapter_config = json.loads((SHIPPED / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == lineage["base_model"]
     assert adapter_config["peft_type"] == "LORA"  # a standard PEFT folder (vLLM / PEFT load it as is)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hybrid_assets.schema import NOT_ANSWERABLE_REPLY, LabelSpace, fallback_answer
 from hybrid_assets.models.constrained import schema_for_request
-from hybrid_assets.models.figures import check_figures, figures_in
+from hybrid_assets.models.figures import check_figures, figures_in, without_sentences_holding
 from hybrid_assets.serving.engine import enforce_grounding
 from hybrid_assets.settings import PROJECT_ROOT
 
@@ -116,6 +116,39 @@ def test_an_invented_amount_turns_the_answer_into_the_honest_one():
     assert guards == ["unsupported_figure_replaced"]
     assert fixed["decision"] == "not_answerable" and fixed["citations"] == [] and fixed["reply"] == NOT_ANSWERABLE_REPLY
     assert fixed["category"] == "other" and fixed["escalation"]["level"] == "tier_2"  # labels kept, policy applied
+
+
+def test_an_invented_figure_beside_a_grounded_reply_drops_only_its_sentence():
+    """The Zebra ticket's answer was right and cited, with one sentence promising a fix "within 48 hours":
+    the sentence goes, the answer stays (declining would fail a ticket the documents answer)."""
+    reply = ("Thanks for reporting this. Set the label size to 4x6 under Settings → Printing. A fix ships within "
+             "48 hours.\n\n— The Parcelwise Support Team")
+    invented = answer(reply=reply, resolution="Set the label size to 4x6. Fixed within 48 hours.")
+    fixed, _, guards = enforce_grounding(invented, PASSAGES, LABELS, given=["My labels print too small"])
+    assert guards == ["unsupported_figure_sentence_dropped"]
+    assert fixed["decision"] == "answer" and fixed["citations"] == ["S1"]
+    assert fixed["reply"] == ("Thanks for reporting this. Set the label size to 4x6 under Settings → Printing."
+                              "\n\n— The Parcelwise Support Team")
+    assert fixed["resolution"] == "Set the label size to 4x6."
+    assert "48" not in fixed["reply"] + fixed["resolution"]
+
+
+def test_what_is_left_must_still_say_what_the_cited_passage_says():
+    """Only a greeting, an echo of the ticket and the sign-off left: the honest answer replaces it."""
+    echo = answer(reply="Sorry your labels print too small! Label sizes are fixed in 48 hours.\n\n— The Parcelwise "
+                  "Support Team", resolution="Share the workaround.")
+    fixed, _, guards = enforce_grounding(echo, PASSAGES, LABELS, given=["My labels print too small"])
+    assert guards == ["unsupported_figure_replaced"] and fixed["decision"] == "not_answerable"
+    no_resolution = answer(reply="Set the label size to 4x6 under Settings → Printing.",
+                           resolution="Refund $40 within 48 hours.")
+    assert enforce_grounding(no_resolution, PASSAGES, LABELS)[2] == ["unsupported_figure_replaced"]
+
+
+def test_sentences_split_at_ends_and_line_breaks_not_at_decimal_points():
+    text = "Extra labels cost $0.08 each. Refunds take 9 days!\n1. Open Settings.\n\n— The Team"
+    assert without_sentences_holding(text, {"9"}) == ("Extra labels cost $0.08 each.\n1. Open Settings.\n\n— The Team", 1)
+    assert without_sentences_holding(text, figures_in("$0.08"))[0].startswith("Refunds take 9 days!")
+    assert without_sentences_holding(text, set()) == (text, 0)
 
 
 def test_a_figure_from_the_cited_passage_the_ticket_or_a_label_name_is_kept():
