@@ -194,7 +194,7 @@ def calibrate(model, tokenizer, records: Sequence[BehaviourRecord], labels: Labe
     entry["probe"] = figures
     level_probe, entry["level_probe"] = _level_probe(train_records, train_features, records, dev_features,
                                                      dev_predictions)
-    tokens_best = max(entry["dev_macro_f1"], entry["dev_macro_f1_greedy"])
+    tokens_best = _tokens_best(entry)
     if figures["dev_macro_f1"] <= tokens_best:
         log.info("decision probe not used: dev macro F1 %.3f <= the tokens' %.3f", figures["dev_macro_f1"], tokens_best)
         return Calibrated(entry, DecisionRule(entry["answer_threshold"], None, level_probe, evidence))
@@ -202,6 +202,11 @@ def calibrate(model, tokenizer, records: Sequence[BehaviourRecord], labels: Labe
     if entry.get("evidence"):
         entry["evidence"]["used"] = False  # it was fitted on the tokens' P(answer), not the probe's
     return Calibrated(entry, DecisionRule(figures["answer_threshold"], probe, level_probe))
+
+
+def _tokens_best(entry: dict) -> float:
+    """The tokens' best dev macro F1 (greedy or thresholded): what a probe or the evidence must beat."""
+    return max(entry["dev_macro_f1"], entry["dev_macro_f1_greedy"])
 
 
 def _evidence(entry: dict, records, gold, dev_predictions, embedding_model: str) -> RetrievalEvidence | None:
@@ -214,8 +219,7 @@ def _evidence(entry: dict, records, gold, dev_predictions, embedding_model: str)
     if fitted is None:
         return None
     evidence, figures = fitted
-    tokens_best = max(entry["dev_macro_f1"], entry["dev_macro_f1_greedy"])
-    figures["used"] = figures["dev_macro_f1_cv"] > tokens_best
+    figures["used"] = figures["dev_macro_f1_cv"] > _tokens_best(entry)
     figures["embedding_model"] = embedding_model
     entry["evidence"] = figures
     return evidence if figures["used"] else None

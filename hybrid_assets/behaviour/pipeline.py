@@ -18,7 +18,7 @@ from hybrid_assets.behaviour.dataset import BehaviourDataset, BehaviourRecord, l
 from hybrid_assets.behaviour.calibration import calibrate, decision_rule_of
 from hybrid_assets.behaviour.evaluate import evaluate_model, load_model
 from hybrid_assets.behaviour.evaluate import promote_if_passing as gate_and_promote
-from hybrid_assets.behaviour.registry import LINEAGE_FILE, AdapterRegistry, AdapterVersion, build_lineage, read_lineage
+from hybrid_assets.behaviour.registry import AdapterRegistry, AdapterVersion, build_lineage, read_lineage, write_lineage
 from hybrid_assets.behaviour.release import install_release
 from hybrid_assets.behaviour.train import StepLog, TrainConfig, TrainResult, train_adapter
 from hybrid_assets.schema import LabelSpace
@@ -164,7 +164,9 @@ def recalibrate(settings: Settings, adapter_dir: Path, *, eval_limit: int = DEFA
         raise ValueError(f"{adapter_dir} was trained on behaviour data {str(lineage.get('dataset_version'))[:8]}, "
                          f"{data_dir} is {data.version[:8]}: its dev split is not held out from that data")
     config = (lineage["metrics"].get("train") or {}).get("config") or {}
-    split = split_records(data.records, config.get("eval_fraction", 0.15), config.get("dev_fraction", 0.1))
+    defaults = TrainConfig()  # a lineage from before these fields were recorded used the defaults
+    split = split_records(data.records, config.get("eval_fraction", defaults.eval_fraction),
+                          config.get("dev_fraction", defaults.dev_fraction))
     base_model = lineage.get("base_model") or settings.base_model
     loaded = load_model(base_model, adapter_dir, settings)
     calibrated = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram,
@@ -177,9 +179,7 @@ def recalibrate(settings: Settings, adapter_dir: Path, *, eval_limit: int = DEFA
     metrics["decision_calibration"] = calibrated.entry
     metrics["adapter_recalibrated"] = {**measured, "eval_records": len(records)}
     calibrated.save(adapter_dir)
-    tmp = adapter_dir / f".{LINEAGE_FILE}.tmp"
-    tmp.write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(adapter_dir / LINEAGE_FILE)  # atomic: a reader sees the old lineage or the new one
+    write_lineage(adapter_dir, lineage)
     return {"calibration": calibrated.entry, "metrics": measured, "before": metrics["decision_calibration_before"],
             "adapter_metrics": metrics.get("adapter")}
 

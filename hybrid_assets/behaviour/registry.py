@@ -92,6 +92,11 @@ def read_lineage(adapter_dir: Path) -> dict | None:
     return lineage if isinstance(lineage, dict) else None
 
 
+def write_lineage(adapter_dir: Path, lineage: dict) -> None:
+    """Replace an adapter folder's lineage atomically: a reader sees the old one or the new one."""
+    _write_json_atomic(Path(adapter_dir) / LINEAGE_FILE, lineage)
+
+
 class AdapterRegistry:
     def __init__(self, root: Path):
         self.root = Path(root)

@@ -96,16 +96,18 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
                                        escalation=answer["escalation"])
         guards.append("ungrounded_answer_replaced")
     else:
-        figures = check_figures([answer["reply"], answer["resolution"]], {c: passages[c] for c in citations},
-                                passages, given, label_names(labels), account_ids)
+        def where_figures_come_from(checked: dict):
+            return check_figures([checked["reply"], checked["resolution"]], {c: passages[c] for c in citations},
+                                 passages, given, label_names(labels), account_ids)
+
+        figures = where_figures_come_from(answer)
         if figures.unsupported:
             trimmed = _without_invented_figures(answer, figures.unsupported, [passages[c] for c in citations],
                                                 [*given, f"{labels.company} Support Team"])
             if trimmed is not None:
                 answer = trimmed
                 guards.append("unsupported_figure_sentence_dropped")
-                figures = check_figures([answer["reply"], answer["resolution"]], {c: passages[c] for c in citations},
-                                        passages, given, label_names(labels), account_ids)
+                figures = where_figures_come_from(answer)  # what is left may still need a passage cited
             else:
                 answer = not_answerable_answer(labels, sentiment=answer["sentiment"], category=answer["category"],
                                                escalation=answer["escalation"])
