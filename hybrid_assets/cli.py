@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from hybrid_assets.behaviour.calibration import describe as describe_decision
-from hybrid_assets.behaviour.pipeline import DEFAULT_EVAL_LIMIT, comparison_table, promote_if_passing, train_candidate
+from hybrid_assets.behaviour.pipeline import (DEFAULT_EVAL_LIMIT, comparison_table, promote_if_passing, recalibrate,
+                                              train_candidate)
 from hybrid_assets.behaviour.release import RELEASE_DIR
 from hybrid_assets.behaviour.release import export_release as write_release
 from hybrid_assets.behaviour.train import PROFILES, TrainConfig, profile_config
@@ -296,8 +297,6 @@ def train(eval_limit, profile, promote, export_release, **knobs) -> None:
 def calibrate(adapter_dir, eval_limit) -> None:
     """Choose an adapter's decision calibration again on its dev split (threshold and retrieval
     evidence), measure it on the gate's eval records, and write both into its lineage.json."""
-    from hybrid_assets.behaviour.pipeline import recalibrate
-
     settings = load_settings()
     adapter_dir = adapter_dir or settings.release_adapter_dir or RELEASE_DIR
     try:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import BehaviourRecord
+from hybrid_assets.behaviour.evidence import context_similarities
 from hybrid_assets.behaviour.sft import prompt_messages
 from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.decision import DecisionRule
@@ -125,8 +126,6 @@ def generate_answers(model, tokenizer, records: Sequence[BehaviourRecord], label
     if no_repeat_ngram is None:
         no_repeat_ngram = load_settings().answer_no_repeat_ngram
     if similarities is None and rule is not None and rule.evidence is not None:
-        from hybrid_assets.behaviour.evidence import context_similarities
-
         similarities = context_similarities(records, load_settings().embedding_model)
     decoder = Decoder(tokenizer, model.config.vocab_size, labels, max_new_tokens, no_repeat_ngram, constrained)
     conversations = [prompt_messages(r, labels) for r in records]

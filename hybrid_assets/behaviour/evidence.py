@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from hybrid_assets.behaviour.dataset import BehaviourRecord
 from hybrid_assets.models.decision import EVIDENCE_THRESHOLD, RetrievalEvidence, choose
+from hybrid_assets.models.embedding import Embedder
 from hybrid_assets.schema import ANSWER
 
 FOLDS, SHUFFLES = 5, 5
@@ -22,8 +23,6 @@ MIN_PER_CLASS = FOLDS  # stratified folds need every class in every fold
 
 def context_similarities(records: Sequence[BehaviourRecord], embedding_model: str) -> list[float | None]:
     """Per record: max cosine(ticket, passage) over its context (None without context)."""
-    from hybrid_assets.models.embedding import Embedder
-
     embedder = Embedder(embedding_model)
     texts = [c.text for r in records for c in r.context]
     vectors = iter(embedder.embed(texts))
