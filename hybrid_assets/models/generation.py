@@ -22,6 +22,7 @@ from hybrid_assets.models.citing import AnswerCites
 from hybrid_assets.models.constrained import GrammarCache
 from hybrid_assets.models.decision import LEVEL, DecisionGate, DecisionRule, LastHiddenState
 from hybrid_assets.models.repetition import AnswerNgramGuard
+from hybrid_assets.models.reply_budget import DEFAULT_MAX_SENTENCES, ReplyBudget
 from hybrid_assets.schema import DECISIONS, LabelSpace, escalation_follows_decision, parse_answer, policy_level
 from hybrid_assets.scoring import decisions_of
 
@@ -79,6 +80,8 @@ class Generation:
 
 ESCALATION_ADJUSTED = "escalation_follows_decision"
 CITATION_REQUIRED = "answer_made_to_cite"  # ``models/citing.py`` kept an answer's citations from closing empty
+REPLY_CLOSED = {"sentences": "reply_closed_at_sentence_budget",  # ``models/reply_budget.py`` ended the reply
+                "tokens": "reply_closed_before_token_limit"}
 
 
 def parse_generation(text: str, tokens: int, labels: LabelSpace, prompt_tokens: int = 0) -> Generation:
@@ -100,17 +103,19 @@ def parse_generation(text: str, tokens: int, labels: LabelSpace, prompt_tokens: 
 class Decoder:
     """Greedy, batched (left-padded) generation; one grammar per row (its own citable ids)."""
     def __init__(self, tokenizer, vocab_size: int, labels: LabelSpace, max_new_tokens: int,
-                 no_repeat_ngram: int = 0, constrained: bool = True):
+                 no_repeat_ngram: int = 0, constrained: bool = True,
+                 reply_max_sentences: int | None = DEFAULT_MAX_SENTENCES):
 
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_new_tokens = max_new_tokens
         self.no_repeat_ngram = no_repeat_ngram
         self.constrained = constrained
+        self.reply_max_sentences = reply_max_sentences  # None: no reply budget (benchmarks of the raw model)
         self.grammars = GrammarCache(tokenizer, vocab_size) if constrained else None
 
     def processors(self, citable: list[tuple[str, ...]], gate: DecisionGate | None = None,
-                   cites: AnswerCites | None = None) -> list:
+                   cites: AnswerCites | None = None, budget: ReplyBudget | None = None) -> list:
         processors = [self.grammars.logits_processor(self.labels, citable)] if self.constrained else []
         if gate is not None:  # reads the grammar-masked scores (see models/decision.py)
             processors.append(gate)
@@ -118,6 +123,8 @@ class Decoder:
             processors.append(cites)
         if self.no_repeat_ngram:  # after the grammar mask (see models/repetition.py)
             processors.append(AnswerNgramGuard(self.no_repeat_ngram))
+        if budget is not None:  # last: it reads what every other processor left (see models/reply_budget.py)
+            processors.append(budget)
         return processors
 
     def prepare(self, citable: list[tuple[str, ...]]) -> None:
@@ -155,6 +162,8 @@ class Decoder:
         gate = DecisionGate(tokenizer, rule, self.labels.escalation_levels, hidden, keep_features, similarities) \
             if self.constrained else None
         cites = AnswerCites(tokenizer) if self.constrained else None
+        budget = ReplyBudget(tokenizer, self.max_new_tokens, self.reply_max_sentences) \
+            if self.constrained and self.reply_max_sentences else None
         handle = hidden.attach(model) if hidden is not None else None
         with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()), \
                 _removed_after(handle):
@@ -162,7 +171,7 @@ class Decoder:
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
-                logits_processor=self.processors(citable, gate, cites),
+                logits_processor=self.processors(citable, gate, cites, budget),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 stopping_criteria=[_step_hook(stop, step_times)] if stop is not None or step_times is not None else None,
@@ -177,6 +186,9 @@ class Decoder:
             generation = parse_generation(text, len(row), self.labels, int(prompt_tokens))
             if cites is not None and index < len(cites.forced) and cites.forced[index]:
                 generation = dataclasses.replace(generation, adjustments=(*generation.adjustments, CITATION_REQUIRED))
+            if budget is not None and index < len(budget.closed) and budget.closed[index]:
+                generation = dataclasses.replace(
+                    generation, adjustments=(*generation.adjustments, REPLY_CLOSED[budget.closed[index]]))
             if gate is not None and index < len(gate.probabilities):
                 generation = dataclasses.replace(
                     generation, decision_probabilities=gate.probabilities[index],

@@ -79,8 +79,8 @@ def test_answers_decoded_by_the_real_model_cite_a_retrieved_passage(monkeypatch)
     decoder = Decoder(tokenizer, model.config.vocab_size, labels, 160)
     bias = PreferClosing(tokenizer, model.config.vocab_size)
     processors = Decoder.processors
-    monkeypatch.setattr(Decoder, "processors", lambda self, citable, gate=None, cites=None: [
-        *processors(self, citable, gate, None), bias, *([cites] if cites is not None else [])])
+    monkeypatch.setattr(Decoder, "processors", lambda self, citable, gate=None, cites=None, budget=None: [
+        *processors(self, citable, gate, None, budget), bias, *([cites] if cites is not None else [])])
     passages = [ContextPassage("S1", "guides/billing.md", "Invoices are emailed on the renewal date."),
                 ContextPassage("S2", "guides/labels.md", "Labels print at 4x6 inches.")]
     conversations = [build_messages(t, passages, labels) for t in ("When is my invoice sent?", "Why is my label blurry?")]
@@ -93,8 +93,8 @@ def test_answers_decoded_by_the_real_model_cite_a_retrieved_passage(monkeypatch)
     assert all(cited(row).startswith("[]") for row in decoder.generate(
         model, conversations, [("S1", "S2")] * 2, rule=DecisionRule(0.0)))
     monkeypatch.undo()
-    monkeypatch.setattr(Decoder, "processors", lambda self, citable, gate=None, cites=None: [
-        *processors(self, citable, gate, None), bias, *([cites] if cites is not None else [])])
+    monkeypatch.setattr(Decoder, "processors", lambda self, citable, gate=None, cites=None, budget=None: [
+        *processors(self, citable, gate, None, budget), bias, *([cites] if cites is not None else [])])
     rows = decoder.generate(model, conversations, [("S1", "S2")] * 2, rule=DecisionRule(0.0))
     for row in rows:
         assert cited(row).lstrip("[").lstrip().startswith('"S'), row.text
