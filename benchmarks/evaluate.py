@@ -7,6 +7,7 @@ the live `data/weaviate` is never touched. Public datasets are read from a path 
 not part of the project): e.g. ../shared/benchmarks.
 
     .venv/bin/python benchmarks/evaluate.py sample [--limit 24] [--adapter DIR]
+    .venv/bin/python benchmarks/evaluate.py tickets   # the demo's sample tickets, answered as served
     .venv/bin/python benchmarks/evaluate.py raft --without DIR --with DIR [--limit 24]
     .venv/bin/python benchmarks/evaluate.py mtrag  --shared ../shared/benchmarks [--limit 30]
     .venv/bin/python benchmarks/evaluate.py clapnq --shared ../shared/benchmarks [--limit 30]
@@ -90,6 +91,54 @@ Metrics where another configuration beats the hybrid: {'; '.join(where_beaten(re
     update_results(args.out, "## Four configurations on the sample company (benchmarks/evaluate.py sample)",
                    _section("Four configurations on the sample company (benchmarks/evaluate.py sample)",
                             command, seconds, body))
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def cmd_tickets(args) -> None:
+    """``data/serving/sample_tickets.jsonl`` answered as ``make demo``'s serving job answers them (the
+    engine's ``answer_many``, promoted adapter, live retrieval): the whole served answer per ticket."""
+    from hybrid_assets.evaluation.metrics import repeats_a_run
+    from hybrid_assets.evaluation.runner import adapter_for_evaluation
+    from hybrid_assets.serving.engine import AnswerEngine, load_labels
+
+    started = time.perf_counter()
+    tickets = [json.loads(line) for line in (REPO / "data/serving/sample_tickets.jsonl").read_text(
+        encoding="utf-8").splitlines() if line.strip()]
+    with private_stack(ingest_sample=True) as (settings, client):
+        adapter_for_evaluation(settings)  # on a fresh data folder: installs and promotes the release adapter
+        results = AnswerEngine(settings, load_labels(settings)).answer_many(client, tickets)
+    seconds = time.perf_counter() - started
+    answered = [{"ticket": t["ticket"], "customer_id": t.get("customer_id"), "complete": r.complete,
+                 "generated_tokens": r.generated_tokens, **r.to_dict()} for t, r in zip(tickets, results)]
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    path = REPORTS / "sample_tickets.json"
+    path.write_text(json.dumps({"answers": answered}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    rows = []
+    for item in answered:
+        answer = item["answer"]
+        cited = ", ".join(f"{s['id']} = {s['doc_id']}" for s in item["sources"]) or "none"
+        rows.append(f"| {_cell(item['ticket'][:70])} ({item['customer_id'] or 'no customer'}) | {answer['decision']} · "
+                    f"{answer['escalation']['level']} · {_cell(cited)} | {_cell(', '.join(item['guards']) or '—')} | "
+                    f"{_cell(answer['reply'])} |")
+    version = answered[0]["adapter_version"] if answered else None
+    loops = sum(repeats_a_run(a["answer"]["reply"]) for a in answered)
+    cut = sum(not a["complete"] for a in answered)
+    body = f"""The {len(answered)} tickets of `data/serving/sample_tickets.jsonl`, answered as `make demo`'s serving job
+answers them (one batched call of the engine, adapter `{version}`, live retrieval); the whole reply.
+Replies that repeat a run of words or a sentence: {loops} of {len(answered)}; answers the token limit cut: {cut}.
+Report: `{path.relative_to(REPO)}`.
+
+| ticket (customer) | decision · level · cited | guards | reply |
+|---|---|---|---|
+{chr(10).join(rows)}
+"""
+    say(body)
+    update_results(args.out, "## The sample tickets as served (benchmarks/evaluate.py tickets)",
+                   _section("The sample tickets as served (benchmarks/evaluate.py tickets)",
+                            ".venv/bin/python benchmarks/evaluate.py tickets", seconds, body))
 
 
 def cmd_raft(args) -> None:
@@ -311,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=24)
     p.add_argument("--adapter", type=Path, default=None)
     p.add_argument("--from-report", type=Path, default=None, help="write the section from an existing report")
+    sub.add_parser("tickets")
     p = sub.add_parser("raft")
     p.add_argument("--without", type=Path, required=True)
     p.add_argument("--with", dest="with_raft", type=Path, required=True)
@@ -338,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     apply_offline_env()
-    {"sample": cmd_sample, "raft": cmd_raft, "mtrag": cmd_mtrag, "clapnq": cmd_clapnq,
+    {"sample": cmd_sample, "tickets": cmd_tickets, "raft": cmd_raft, "mtrag": cmd_mtrag, "clapnq": cmd_clapnq,
      "banking77": cmd_banking77, "repetition": cmd_repetition,
      "retrieval": cmd_retrieval}[args.command](args)
     return 0

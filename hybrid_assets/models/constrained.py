@@ -17,11 +17,21 @@ from functools import lru_cache
 from hybrid_assets.schema import ANSWER, LabelSpace, answer_json_schema
 
 
+def reply_max_chars(labels: LabelSpace) -> int | None:
+    """The reply's character bound in the answer schema (None: unbounded)."""
+    return answer_json_schema(labels)["properties"]["reply"].get("maxLength")
+
+
 def schema_for_request(labels: LabelSpace, citable_ids: tuple[str, ...]) -> dict:
     """The answer schema with ``citations`` restricted to this request's retrieved short ids. With
     nothing retrieved there is nothing to cite, so the decision cannot be "answer" either (an answer
     cites what it relies on): such a request can only ask to clarify or say it is not answerable."""
     schema = copy.deepcopy(answer_json_schema(labels))
+    # xgrammar 0.2.8 compiles a string with maxLength without escape sequences: no reply could hold a
+    # newline, so the "\n\n— The … Support Team" every training reply ends with could not be written and
+    # the model, denied it, wrote on (measured 2026-12-04: 0 of 24 served replies signed). The reply's
+    # length is kept by ``models/reply_budget.py`` instead (``reply_max_chars``).
+    schema["properties"]["reply"].pop("maxLength", None)
     citations = schema["properties"]["citations"]
     if citable_ids:
         citations["items"] = {"type": "string", "enum": list(citable_ids)}

@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hybrid_assets.models.citing import AnswerCites
-from hybrid_assets.models.constrained import GrammarCache
+from hybrid_assets.models.constrained import GrammarCache, reply_max_chars
 from hybrid_assets.models.decision import LEVEL, DecisionGate, DecisionRule, LastHiddenState
 from hybrid_assets.models.repetition import AnswerNgramGuard
-from hybrid_assets.models.reply_budget import DEFAULT_MAX_SENTENCES, ReplyBudget
+from hybrid_assets.models.reply_budget import (DEFAULT_MAX_SENTENCES, LENGTH, SENTENCES, TOKENS, ReplyBudget,
+                                               finished_reply)
+from hybrid_assets.prompting import sign_off
 from hybrid_assets.schema import DECISIONS, LabelSpace, escalation_follows_decision, parse_answer, policy_level
 from hybrid_assets.scoring import decisions_of
 
@@ -80,8 +82,8 @@ class Generation:
 
 ESCALATION_ADJUSTED = "escalation_follows_decision"
 CITATION_REQUIRED = "answer_made_to_cite"  # ``models/citing.py`` kept an answer's citations from closing empty
-REPLY_CLOSED = {"sentences": "reply_closed_at_sentence_budget",  # ``models/reply_budget.py`` ended the reply
-                "tokens": "reply_closed_before_token_limit"}
+REPLY_CLOSED = {SENTENCES: "reply_closed_at_sentence_budget",  # ``models/reply_budget.py`` finished the reply
+                TOKENS: "reply_closed_before_token_limit", LENGTH: "reply_closed_before_length_limit"}
 
 
 def parse_generation(text: str, tokens: int, labels: LabelSpace, prompt_tokens: int = 0) -> Generation:
@@ -162,7 +164,8 @@ class Decoder:
         gate = DecisionGate(tokenizer, rule, self.labels.escalation_levels, hidden, keep_features, similarities) \
             if self.constrained else None
         cites = AnswerCites(tokenizer) if self.constrained else None
-        budget = ReplyBudget(tokenizer, self.max_new_tokens, self.reply_max_sentences) \
+        budget = ReplyBudget(tokenizer, self.max_new_tokens, self.reply_max_sentences,
+                             signature=sign_off(self.labels.company), max_chars=reply_max_chars(self.labels)) \
             if self.constrained and self.reply_max_sentences else None
         handle = hidden.attach(model) if hidden is not None else None
         with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()), \
@@ -187,8 +190,7 @@ class Decoder:
             if cites is not None and index < len(cites.forced) and cites.forced[index]:
                 generation = dataclasses.replace(generation, adjustments=(*generation.adjustments, CITATION_REQUIRED))
             if budget is not None and index < len(budget.closed) and budget.closed[index]:
-                generation = dataclasses.replace(
-                    generation, adjustments=(*generation.adjustments, REPLY_CLOSED[budget.closed[index]]))
+                generation = _finished(generation, budget.closed[index], budget.signature)
             if gate is not None and index < len(gate.probabilities):
                 generation = dataclasses.replace(
                     generation, decision_probabilities=gate.probabilities[index],
@@ -196,6 +198,15 @@ class Decoder:
                     features={name: kept[index] for name, kept in gate.kept.items()} if keep_features else None)
             results.append(generation)
         return results
+
+
+def _finished(generation: Generation, reason: str, signature: str | None) -> Generation:
+    """A reply the budget finished: reported, and without the sentence it was finishing mid-way."""
+    answer = generation.answer
+    if answer is not None and reason in (TOKENS, LENGTH):
+        answer = {**answer, "reply": finished_reply(answer["reply"], signature)}
+    return dataclasses.replace(generation, answer=answer,
+                               adjustments=(*generation.adjustments, REPLY_CLOSED[reason]))
 
 
 @contextlib.contextmanager

@@ -8,15 +8,21 @@ import math
 import pytest
 import torch
 
-from hybrid_assets.models.reply_budget import CLOSING_TOKENS, ReplyBudget, sentences_ended
+from hybrid_assets.models.reply_budget import CLOSING_TOKENS, ReplyBudget, finished_reply, sentences_ended
 from hybrid_assets.schema import LabelSpace
 
-PIECES = ['{"resolution": "x", "reply": "', "Hi.", " We", " checked", ".", '"', '"}', "<pad>", ' "']
+SIGNATURE = "— The X Support Team"
+PIECES = ['{"resolution": "x", "reply": "', "Hi.", " We", " checked", ".", '"', '"}', "<pad>", ' "', "\\n\\n",
+          SIGNATURE]
 
 
 class _Pieces:
     def decode(self, ids):
         return "".join(PIECES[i] for i in ids)
+
+    def encode(self, text, add_special_tokens=False):
+        assert text == "\\n\\n" + SIGNATURE, text  # the sign-off as JSON string text
+        return [PIECES.index("\\n\\n"), PIECES.index(SIGNATURE)]
 
 
 def _step(budget: ReplyBudget, ids: list[int], allowed: list[str], prefer: str) -> str:
@@ -85,6 +91,54 @@ def test_a_model_that_closes_by_itself_is_not_reported_and_nothing_is_masked_wit
         ReplyBudget(_Pieces(), 10, max_sentences=0)
 
 
+def test_the_reply_is_signed_before_it_closes_unless_it_is_signed_already():
+    budget = ReplyBudget(_Pieces(), max_new_tokens=100, max_sentences=1, signature=SIGNATURE)
+    ids = _started(budget)
+    everything = ["Hi.", " We", '"', "\\n\\n", SIGNATURE]
+    assert _step(budget, ids, everything, "Hi.") == "Hi."
+    assert _step(budget, ids, everything, " We") == "\\n\\n"  # one sentence: the sign-off is forced
+    assert _step(budget, ids, everything, " We") == SIGNATURE
+    assert _step(budget, ids, everything, " We") == '"'
+    assert budget.closed == ["sentences"]
+
+    signed = ReplyBudget(_Pieces(), max_new_tokens=100, max_sentences=1, signature=SIGNATURE)
+    ids = _started(signed)
+    for piece in ("Hi.", "\\n\\n", SIGNATURE):
+        assert _step(signed, ids, everything, piece) == piece  # written by the model: not forced
+    assert signed.closed == [None]
+
+
+def test_a_sign_off_the_grammar_does_not_allow_here_gives_way_to_the_closing_quote():
+    budget = ReplyBudget(_Pieces(), max_new_tokens=100, max_sentences=1, signature=SIGNATURE)
+    ids = _started(budget)
+    assert _step(budget, ids, ["Hi.", '"'], "Hi.") == "Hi."
+    assert _step(budget, ids, [" We", '"'], " We") == '"'  # the sign-off is not allowed: closed as it is
+    assert budget.closed == ["sentences"]
+
+
+def test_the_reply_is_finished_before_its_character_bound():
+    from hybrid_assets.models.reply_budget import CHAR_MARGIN
+
+    # " We" is 3 characters: a bound that leaves room for the margin and a few tokens only
+    budget = ReplyBudget(_Pieces(), max_new_tokens=100, max_sentences=5, max_chars=CHAR_MARGIN + 6)
+    ids = _started(budget)
+    inside = ["Hi.", " We", " checked", ".", '"']
+    assert _step(budget, ids, inside, " We") == " We"
+    assert _step(budget, ids, inside, " We") == " We"
+    assert _step(budget, ids, inside, " We") == '"'  # 6 written: within the margin of the bound
+    assert budget.closed == ["length"]
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("Hi. We checked the", "Hi."),
+    (f"Hi. We checked the\n\n{SIGNATURE}", f"Hi.\n\n{SIGNATURE}"),
+    (f"Hi. We checked.\n\n{SIGNATURE}", f"Hi. We checked.\n\n{SIGNATURE}"),
+    ("no sentence ended", "no sentence ended"),
+])
+def test_a_reply_finished_mid_sentence_loses_that_sentence(reply, expected):
+    assert finished_reply(reply, SIGNATURE) == expected
+
+
 class NeverClose:
     """A model that never wants to end its reply: inside the reply string, every token beginning with a
     quote is pushed down hard (masked tokens stay masked). The release adapter did this on one sample
@@ -109,7 +163,7 @@ def test_the_real_model_pushed_to_ramble_ends_its_reply_at_a_sentence_and_the_an
     ends with a sentence's terminator, within the sentence budget, and the adjustment is reported."""
     from hybrid_assets.behaviour.evaluate import load_model
     from hybrid_assets.models.generation import REPLY_CLOSED, Decoder
-    from hybrid_assets.prompting import ContextPassage, build_messages
+    from hybrid_assets.prompting import ContextPassage, build_messages, sign_off
 
     labels = LabelSpace(("neutral",), ("billing", "other"), ("none", "tier_2"))
     model, tokenizer = load_model(None, None)
@@ -128,6 +182,8 @@ def test_the_real_model_pushed_to_ramble_ends_its_reply_at_a_sentence_and_the_an
     for row in bounded.generate(model, conversations, [("S1",)]):
         assert row.answer is not None, row.text
         reply = row.answer["reply"]
-        assert reply.rstrip().endswith((".", "!", "?")) or REPLY_CLOSED["tokens"] in row.adjustments, reply
+        body = reply[: -len(sign_off(labels.company))].rstrip()
+        assert body.endswith((".", "!", "?")) or body.count(".") == 0, reply  # ends at a sentence
         assert sentences_ended(reply) <= 2, reply
+        assert reply.endswith(sign_off(labels.company)), reply
         assert set(row.adjustments) & set(REPLY_CLOSED.values()), row.adjustments
