@@ -40,23 +40,21 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b\d[.)])(?<!\b\d\d[.)])[ \t]+|\s*\n\
 _WORD = re.compile(r"[a-z]{4,}")
 
 
-def without_sentences_holding(text: str, unsupported: Collection[str]) -> tuple[str, int]:
-    """``text`` less the sentences that hold one of the ``unsupported`` figures, and how many went.
-    What is kept is kept as written (its separators too), so a grounded sentence is never reworded."""
+def without_sentences_holding(text: str, unsupported: Collection[str]) -> str:
+    """``text`` less the sentences that hold one of the ``unsupported`` figures. What is kept is kept
+    as written (its separators too), so a grounded sentence is never reworded."""
     if not unsupported:
-        return text, 0
+        return text
     pieces = _SENTENCE_END.split(text)
     separators = [m.group(0) for m in _SENTENCE_END.finditer(text)]
     kept: list[str] = []
-    dropped = 0
     for i, piece in enumerate(pieces):
         if figures_in(piece) & set(unsupported):
-            dropped += 1
             continue
         if kept and i > 0:
             kept.append(separators[i - 1])
         kept.append(piece)
-    return "".join(kept).strip(), dropped
+    return "".join(kept).strip()
 
 
 def still_grounded(text: str, cited: Iterable[str], ignore: Iterable[str] = (), min_shared: int = 3) -> bool:

@@ -126,8 +126,8 @@ def _without_invented_figures(answer: dict, unsupported, cited_texts: list[str],
     None when the honest "not answerable" answer must replace it."""
     if answer["decision"] != ANSWER:
         return None  # a clarifying question with an invented figure is not worth trimming
-    reply, _ = without_sentences_holding(answer["reply"], unsupported)
-    resolution, _ = without_sentences_holding(answer["resolution"], unsupported)
+    reply = without_sentences_holding(answer["reply"], unsupported)
+    resolution = without_sentences_holding(answer["resolution"], unsupported)
     if not resolution or not still_grounded(reply, cited_texts, ignore=ignore):
         return None
     return {**answer, "reply": reply, "resolution": resolution}
