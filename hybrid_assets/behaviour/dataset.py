@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hybrid_assets.models.figures import check_figures, label_names
-from hybrid_assets.prompting import ACCOUNT_SOURCE
+from hybrid_assets.prompting import ACCOUNT_SOURCE, sign_off
 from hybrid_assets.schema import (NOT_ANSWERABLE_REPLY, LabelSpace, dump_answer, grounding_problem, not_answerable_answer,
                                   response_model, upgrade_answer)
 
@@ -107,7 +107,7 @@ class IntentDefaults:
         return not_answerable_answer(
             labels, sentiment=self.sentiment, category=category, reason=self.escalation_reason,
             resolution=f"{level[:1].upper()}{level[1:]} to answer the {category.replace('_', ' ')} question.",
-            reply=f"{NOT_ANSWERABLE_REPLY}\n\n— The {labels.company} Support Team",
+            reply=f"{NOT_ANSWERABLE_REPLY}\n\n{sign_off(labels.company)}",
         )
 
 

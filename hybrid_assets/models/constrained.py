@@ -29,7 +29,7 @@ def schema_for_request(labels: LabelSpace, citable_ids: tuple[str, ...]) -> dict
     schema = copy.deepcopy(answer_json_schema(labels))
     # xgrammar 0.2.8 compiles a string with maxLength without escape sequences: no reply could hold a
     # newline, so the "\n\n— The … Support Team" every training reply ends with could not be written and
-    # the model, denied it, wrote on (measured 2026-12-04: 0 of 24 served replies signed). The reply's
+    # the model, denied it, wrote on (measured 2026-12-04: 2 of 24 served replies signed). The reply's
     # length is kept by ``models/reply_budget.py`` instead (``reply_max_chars``).
     schema["properties"]["reply"].pop("maxLength", None)
     citations = schema["properties"]["citations"]

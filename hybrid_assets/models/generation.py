@@ -114,6 +114,8 @@ class Decoder:
         self.no_repeat_ngram = no_repeat_ngram
         self.constrained = constrained
         self.reply_max_sentences = reply_max_sentences  # None: no reply budget (benchmarks of the raw model)
+        self._signature = sign_off(labels.company)
+        self._reply_max_chars = reply_max_chars(labels)  # builds the schema: once, not per batch
         self.grammars = GrammarCache(tokenizer, vocab_size) if constrained else None
 
     def processors(self, citable: list[tuple[str, ...]], gate: DecisionGate | None = None,
@@ -165,7 +167,7 @@ class Decoder:
             if self.constrained else None
         cites = AnswerCites(tokenizer) if self.constrained else None
         budget = ReplyBudget(tokenizer, self.max_new_tokens, self.reply_max_sentences,
-                             signature=sign_off(self.labels.company), max_chars=reply_max_chars(self.labels)) \
+                             signature=self._signature, max_chars=self._reply_max_chars) \
             if self.constrained and self.reply_max_sentences else None
         handle = hidden.attach(model) if hidden is not None else None
         with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()), \

@@ -20,7 +20,7 @@ from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.decision import DecisionRule
 from hybrid_assets.models.figures import check_figures, label_names, still_grounded, without_sentences_holding
 from hybrid_assets.models.generation import Decoder, Generation
-from hybrid_assets.prompting import build_messages
+from hybrid_assets.prompting import build_messages, sign_off
 from hybrid_assets.schema import ANSWER, LabelSpace, dump_answer, not_answerable_answer, parse_answer
 from hybrid_assets.scoring import decisions_of
 from hybrid_assets.serving.retrieval import Retrieved, retrieve
@@ -103,7 +103,7 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
         figures = where_figures_come_from(answer)
         if figures.unsupported:
             trimmed = _without_invented_figures(answer, figures.unsupported, [passages[c] for c in citations],
-                                                [*given, f"{labels.company} Support Team"])
+                                                [*given, sign_off(labels.company)])
             if trimmed is not None:
                 answer = trimmed
                 guards.append("unsupported_figure_sentence_dropped")
