@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @contextlib.contextmanager
 def private_stack(http_port: int, grpc_port: int, ingest_sample: bool):
-    """Yield (settings, client) on a temp copy of data/ (knowledge, behaviour, adapters; no staging)
+    """Yield (settings, client) on a temp copy of data/ (knowledge, behaviour, serving, adapters; no staging)
     served by its own embedded Weaviate on the given ports, stopped and deleted at the end. With
     ``ingest_sample`` the sample company's documents and accounts are ingested first."""
     from hybrid_assets.knowledge.pipeline import ingest_knowledge
@@ -26,7 +26,7 @@ def private_stack(http_port: int, grpc_port: int, ingest_sample: bool):
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        for part in ("knowledge/docs", "knowledge/accounts", "behaviour", "adapters"):
+        for part in ("knowledge/docs", "knowledge/accounts", "behaviour", "serving", "adapters"):
             if (REPO / "data" / part).exists():
                 shutil.copytree(REPO / "data" / part, data / part, ignore=shutil.ignore_patterns("staging"))
         os.environ.update({"HYBRID_DATA_DIR": str(data), "WEAVIATE_HTTP_PORT": str(http_port),

@@ -197,6 +197,11 @@ class Settings:
         return self.data_dir / "adapters"
 
     @property
+    def escalation_policy_file(self) -> Path:
+        """The escalation decision tree as rules (``hybrid_assets/policy.py``); absent: the model's level."""
+        return self.data_dir / "serving" / "escalation_policy.json"
+
+    @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
 

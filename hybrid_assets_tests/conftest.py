@@ -99,9 +99,9 @@ def on_test_weaviate(data: Path):
 
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
-    """A private copy of the sample knowledge + behaviour data that a test may edit freely."""
+    """A private copy of the sample knowledge, behaviour and serving data that a test may edit freely."""
     target = tmp_path / "data"
-    for part in ("knowledge/docs", "knowledge/accounts", "behaviour"):
+    for part in ("knowledge/docs", "knowledge/accounts", "behaviour", "serving"):
         if (SAMPLE_DATA / part).exists():
             shutil.copytree(SAMPLE_DATA / part, target / part)
     return target

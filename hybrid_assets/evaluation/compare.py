@@ -33,6 +33,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 
 from hybrid_assets.evaluation.datasets import EvalItem
@@ -63,6 +64,7 @@ class EvalCase:
     """An item plus, when the set has them, the gold labels of the answer schema."""
     item: EvalItem
     gold_labels: dict | None = None  # {"sentiment", "category", "escalation"} (escalation = level)
+    as_of: date | None = None  # the day the ticket was written (the escalation policy counts renewals from it)
 
 
 @dataclass
@@ -160,7 +162,8 @@ def run_configuration(engine, client, cases: Sequence[EvalCase], config: Configu
     """Answer every case with one configuration. ``retriever=None`` uses the live knowledge search."""
     engine.use_adapter = config.adapter
     engine.adapter_dir = Path(adapter_dir) if (config.adapter and adapter_dir) else None
-    requests = [{"ticket": c.item.question, "customer_id": c.item.customer_id, "history": list(c.item.history)}
+    requests = [{"ticket": c.item.question, "customer_id": c.item.customer_id, "history": list(c.item.history),
+                 "as_of": c.as_of}
                 for c in cases]
     if not config.retrieval:
         contexts = [Retrieved([], {}, 0.0) for _ in cases]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 
 from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
@@ -30,6 +31,10 @@ from hybrid_assets.settings import Settings
 from hybrid_assets.store.collections import ensure_collection
 
 DEFAULT_SAMPLE_LIMIT = 24
+# The day the sample company's tickets were written: its behaviour records show the account "as of
+# 2026-11-24", and the escalation policy counts the days to a renewal from the ticket's date, not from
+# the day an evaluation happens to run.
+SAMPLE_AS_OF = date(2026, 11, 24)
 NO_RETRIEVAL = tuple(c for c in CONFIGURATIONS if not c.retrieval)
 
 
@@ -58,7 +63,7 @@ def sample_cases(settings: Settings, limit: int = DEFAULT_SAMPLE_LIMIT, data_dir
             customer_id=record.customer_id,
         )
         cases.append(EvalCase(item, {"sentiment": answer["sentiment"], "category": answer["category"],
-                                     "escalation": answer["escalation"]["level"]}))
+                                     "escalation": answer["escalation"]["level"]}, as_of=SAMPLE_AS_OF))
     return cases
 
 

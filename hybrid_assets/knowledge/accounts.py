@@ -75,6 +75,21 @@ def _fmt(value) -> str:
     return "none" if value in (None, "") else str(value)
 
 
+OVERVIEW_SECTION = "Account overview"
+
+
+def overview_fields(text: str) -> dict[str, str]:
+    """The account record's scalar fields back from its overview chunk (``account_chunks`` writes one
+    ``key: value`` line per field, the key's underscores as spaces): what serving reads of the account
+    as the knowledge path stored it (the escalation policy's plan and renewal date)."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key.strip():
+            fields[key.strip().replace(" ", "_")] = value.strip()
+    return fields
+
+
 def account_chunks(account: Account) -> list[Chunk]:
     """Three readable chunks per customer: overview, open incidents, notes (the ones present)."""
     fields = dict(account.fields)
@@ -83,7 +98,7 @@ def account_chunks(account: Account) -> list[Chunk]:
     incidents = fields.pop("open_incidents", None)
     notes = fields.pop("notes", None)
     overview = "\n".join(f"{key.replace('_', ' ')}: {_fmt(value)}" for key, value in fields.items())
-    sections = [("Account overview", overview)]
+    sections = [(OVERVIEW_SECTION, overview)]
     if incidents is not None:
         sections.append(("Open incidents", _fmt(incidents) if incidents else "No open incidents."))
     if notes:

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hybrid_assets.knowledge.accounts import Account, account_chunks, load_accounts
+from hybrid_assets.knowledge.accounts import OVERVIEW_SECTION, Account, account_chunks, load_accounts, overview_fields
 from hybrid_assets.knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_elements
 from hybrid_assets.knowledge.documents import DocumentRef, file_set_version, scan_documents
 from hybrid_assets.knowledge.manifest import record_accounts, record_documents
@@ -26,6 +26,7 @@ from hybrid_assets.settings import Settings, load_settings
 from hybrid_assets.store.collections import (
     SearchHit,
     accounts_collection_name,
+    document_chunks_of,
     ensure_collection,
     hybrid_search,
     knowledge_collection_name,
@@ -289,6 +290,17 @@ def _customer_tenant(client, settings: Settings, customer_id: str):
     if not client.collections.exists(name):
         return None
     return client.collections.get(name).tenants.get_by_names([customer_id]).get(customer_id)
+
+
+def account_record(client, settings: Settings, customer_id: str) -> dict[str, str] | None:
+    """The customer's account fields as stored in their tenant (its overview chunk; None without one).
+    Read per request, like the search, so an account update is seen by the next answer; an unknown
+    customer raises ``UnknownCustomer`` (asked only when the read failed, as ``_search_tenant`` does)."""
+    collection = _for_reads(settings, client.collections.get(accounts_collection_name(settings.embedding_model)))
+    chunks = _search_tenant(client, settings, customer_id, lambda: document_chunks_of(
+        collection, f"account:{customer_id}", tenant=customer_id))
+    overview = next((chunk for chunk in chunks if chunk.section == OVERVIEW_SECTION), None)
+    return overview_fields(overview.text) if overview else None
 
 
 def activate_customer(client, settings: Settings, customer_id: str) -> bool:

@@ -11,15 +11,19 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from hybrid_assets.behaviour.calibration import decision_rule_of
 from hybrid_assets.behaviour.registry import AdapterRegistry, read_lineage
 from hybrid_assets.behaviour.release import install_release
+from hybrid_assets.knowledge.pipeline import account_record
+from hybrid_assets.models.attribution import attribute
 from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.decision import DecisionRule
 from hybrid_assets.models.figures import check_figures, label_names, still_grounded, without_sentences_holding
 from hybrid_assets.models.generation import Decoder, Generation
+from hybrid_assets.policy import EscalationPolicy, Facts
 from hybrid_assets.prompting import build_messages, sign_off
 from hybrid_assets.schema import ANSWER, LabelSpace, dump_answer, not_answerable_answer, parse_answer
 from hybrid_assets.scoring import decisions_of
@@ -34,6 +38,12 @@ class Prepared:
     retrieved: Retrieved
     conversation: list[dict]
     given: tuple[str, ...] = ()  # what the request says itself (ticket, earlier turns): figures it may repeat
+    # What the escalation policy reads besides the answer: the customer's words (ticket and earlier
+    # customer turns), their account record as stored (None without a customer or without retrieval)
+    # and the request's date (None: today).
+    customer_text: str = ""
+    account: dict | None = None
+    as_of: date | None = None
 
 
 @dataclass
@@ -71,6 +81,9 @@ class AnswerResult:
         }
 
 
+CITATIONS_ATTRIBUTED = "citations_attributed_to_the_reply"
+
+
 def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSpace, given: Iterable[str] = (),
                       account_ids: Collection[str] = ()) -> tuple[dict, list[str], list[str]]:
     """Pure post-checks (``schema.grounding_problem``) of an answer given the retrieved ``passages``
@@ -78,8 +91,10 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
     itself says (``given``: ticket, earlier turns):
     unknown citation ids are dropped (and reported); a clarifying question or a "not answerable" cites
     nothing; an answer that cites nothing is not grounded, so it becomes the honest not-answerable
-    answer. A figure in the reply or resolution that neither a cited passage nor the request holds
-    (``models/figures.py``) is cited from the retrieved passage that holds it, or, when none does, is
+    answer. An answer cites the retrieved passages its reply and resolution draw on
+    (``models/attribution.py``), not whichever ids the model wrote. A figure in the reply or
+    resolution that neither a cited passage nor the request holds (``models/figures.py``) is cited
+    from the retrieved passage that holds it, or, when none does, is
     an invented fact: its sentence is dropped when the rest of the answer still says what its cited
     passages say, else the answer becomes the honest one, keeping its labels."""
     answer = dict(answer)
@@ -96,6 +111,13 @@ def enforce_grounding(answer: dict, passages: Mapping[str, str], labels: LabelSp
                                        escalation=answer["escalation"])
         guards.append("ungrounded_answer_replaced")
     else:
+        if answer["decision"] == ANSWER:  # cite the passages the reply's words come from (models/attribution.py)
+            attributed = attribute([answer["reply"], answer["resolution"]], passages, citations,
+                                   [sign_off(labels.company)])
+            if attributed != citations:
+                citations = attributed
+                guards.append(CITATIONS_ATTRIBUTED)
+
         def where_figures_come_from(checked: dict):
             return check_figures([checked["reply"], checked["resolution"]], {c: passages[c] for c in citations},
                                  passages, given, label_names(labels), account_ids)
@@ -162,6 +184,7 @@ class AnswerEngine:
         self._decoder = None
         self._adapter_version: str | None = None
         self._decision = DecisionRule()  # the active adapter's calibrated decisions (threshold, probes)
+        self.policy = load_policy(settings, labels)
 
     # -- model and adapter ------------------------------------------------------------------
     def _ensure_base(self) -> None:
@@ -257,6 +280,7 @@ class AnswerEngine:
         so the API runs it in the request's own thread before the request joins a batch."""
         if not request.get("ticket") or not request["ticket"].strip():
             raise ValueError("ticket text is empty")
+        live = context is None and retrieval  # the live knowledge, not a given corpus or none at all
         if context is None:
             context = (retrieve(client, self.settings, request["ticket"], request.get("customer_id"), self.k)
                        if retrieval else Retrieved([], {}, 0.0))
@@ -264,7 +288,12 @@ class AnswerEngine:
                                       request.get("history"))
         given = (request["ticket"], request.get("customer_id") or "",
                  *(turn["content"] for turn in request.get("history") or ()))
-        return Prepared(context, conversation, given)
+        customer_text = "\n".join([*(turn["content"] for turn in request.get("history") or ()
+                                      if turn.get("role") == "user"), request["ticket"]])
+        # The account record is knowledge: read with retrieval, like the customer's tenant chunks.
+        account = account_record(client, self.settings, request["customer_id"]) \
+            if self.policy is not None and live and request.get("customer_id") else None
+        return Prepared(context, conversation, given, customer_text, account, request.get("as_of"))
 
     def answer_prepared(self, prepared: list[Prepared], stop: Callable[[], bool] | None = None) -> list[AnswerResult]:
         """One batch of prepared requests, each with its own grammar (its citable ids) and its own result:
@@ -297,6 +326,10 @@ class AnswerEngine:
         else:  # the budget cut it: the honest answer, keeping the labels the cut answer had decided
             answer, dropped, guards = truncated_answer(generation.decided, self.labels), [], ["truncated_generation_replaced"]
         guards = [*generation.adjustments, *guards]
+        if self.policy is not None:
+            answer, rule = escalate_by_policy(self.policy, answer, prepared)
+            if rule is not None:
+                guards.append(f"{ESCALATED_BY_POLICY}_{rule}")
         tokens = generation.tokens
         answer = parse_answer(dump_answer(answer, self.labels), self.labels).model_dump()
         sources = [
@@ -316,7 +349,8 @@ class AnswerEngine:
             generated_tokens=tokens,
             dropped_citations=dropped,
             guards=guards,
-            decided=decisions_of(answer) if generation.complete else dict(generation.decided),
+            decided=decisions_of(answer) if generation.complete else
+            {**generation.decided, "escalation_level": answer["escalation"]["level"]},
             complete=generation.complete,
             prompt_tokens=generation.prompt_tokens,
             text=generation.text,
@@ -324,6 +358,34 @@ class AnswerEngine:
                         "similarity": round(h.similarity, 4) if h.similarity is not None else None}
                        for i, h in retrieved.hits.items()],
         )
+
+
+ESCALATED_BY_POLICY = "escalation_set_by_policy_rule"
+
+
+def load_policy(settings: Settings, labels: LabelSpace) -> EscalationPolicy | None:
+    """The company's escalation policy (``Settings.escalation_policy_file``), or None when there is none:
+    the model's own level then stands (``schema.escalation_follows_decision``). A broken file fails
+    loudly (``policy.PolicyError`` names the file, rule and field): routing silently by the model
+    instead would hide it."""
+    path = settings.escalation_policy_file
+    return EscalationPolicy.from_file(path, labels) if path.is_file() else None
+
+
+def escalate_by_policy(policy: EscalationPolicy, answer: dict, prepared: Prepared) -> tuple[dict, str | None]:
+    """The answer with the level and reason the policy's first matching rule gives; the rule's id when
+    that changed the model's level (None when the model's level stood)."""
+    passages = {p.short_id: p.text for p in prepared.retrieved.passages}
+    model_level = answer["escalation"]["level"]
+    decided = policy.decide(Facts(
+        ticket=prepared.customer_text,
+        sentiment=answer["sentiment"], decision=answer["decision"], model_level=model_level,
+        account=prepared.account, cited=[passages[c] for c in answer["citations"] if c in passages],
+        retrieved=list(passages.values()), as_of=prepared.as_of))
+    if not decided.rule:
+        return answer, None
+    answer = {**answer, "escalation": {"level": decided.level, "reason": decided.reason[:200]}}
+    return answer, (decided.rule if decided.level != model_level else None)
 
 
 def load_labels(settings: Settings) -> LabelSpace:

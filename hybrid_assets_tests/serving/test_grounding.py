@@ -57,9 +57,21 @@ def test_a_clarifying_question_cites_nothing_and_stays_a_question():
 
 
 def test_grounded_answer_is_untouched():
-    original = answer(citations=["S2", "S1"])
+    original = answer(citations=["S1"])
     fixed, dropped, guards = enforce_grounding(original, PASSAGES, LABELS)
     assert fixed == original and dropped == [] and guards == []
+
+
+def test_an_answer_cites_the_passages_its_reply_draws_on_not_the_ids_the_model_wrote():
+    """The model cited the refunds passage (S2) for a reply about label sizes: the reply's words are
+    S1's, so S1 is cited instead; a reply drawing on both cites both, in retrieval order."""
+    fixed, _, guards = enforce_grounding(answer(citations=["S2"]), PASSAGES, LABELS)
+    assert fixed["citations"] == ["S1"] and guards == ["citations_attributed_to_the_reply"]
+    both = answer(reply="Set the label size to 4x6. Refunds for unused labels are issued within 14 days.",
+                  citations=["S2"])
+    assert enforce_grounding(both, PASSAGES, LABELS)[0]["citations"] == ["S1", "S2"]
+    # Only retrieved passages can be attributed: an answer never cites what was not retrieved for it.
+    assert set(enforce_grounding(both, {"S2": PASSAGES["S2"]}, LABELS)[0]["citations"]) <= {"S2"}
 
 
 def test_request_schema_only_allows_retrieved_ids():
@@ -159,7 +171,8 @@ def test_a_figure_from_the_cited_passage_the_ticket_or_a_label_name_is_kept():
 
 
 def test_a_figure_only_an_uncited_retrieved_passage_holds_cites_that_passage():
-    reply = answer(reply="Refunds arrive within 14 days. — The Parcelwise Support Team", citations=["S1"])
+    reply = answer(reply="Set the label size to 4x6 under Settings → Printing; 14 days. — The Parcelwise Support Team",
+                   citations=["S1"])
     fixed, _, guards = enforce_grounding(reply, PASSAGES, LABELS)
     assert fixed["citations"] == ["S1", "S2"] and guards == ["cited_the_passage_holding_a_figure"]
     assert fixed["reply"] == reply["reply"]
@@ -199,5 +212,6 @@ def test_a_cited_account_passage_holds_the_customers_own_figures():
                 "S2": "Extra labels on Growth cost $0.06 each."}
     reply = answer(reply="You used 1450 labels beyond your plan, $87 at $0.06 each.", citations=["S1", "S2"])
     fixed, _, guards = enforce_grounding(reply, passages, LABELS, account_ids={"S1"})
-    assert guards == [] and fixed["decision"] == "answer"
-    assert enforce_grounding(reply, passages, LABELS)[2] == ["unsupported_figure_replaced"]  # as documents only
+    assert fixed["decision"] == "answer" and fixed["citations"] == ["S1", "S2"]
+    assert not any("unsupported_figure" in guard for guard in guards)
+    assert enforce_grounding(reply, passages, LABELS)[2][-1] == "unsupported_figure_replaced"  # as documents only

@@ -344,3 +344,32 @@ def test_the_openai_sdk_talks_to_the_chat_completions_endpoint(served, openai_se
         client.chat.completions.create(model=ALIAS, messages=messages[:3])
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=openai_server, api_key="wrong", max_retries=0).models.list()
+
+
+def test_the_escalation_policy_routes_by_the_account_record_stored_in_weaviate(served):
+    """With the company's policy file in the data folder, the level is the policy's, read from the facts
+    of the request: the same cancel threat is rule 3 (account manager) for a Scale customer and not for
+    a Growth one; the plan comes from the customer's tenant in Weaviate (the overview chunk)."""
+    from hybrid_assets.serving.engine import AnswerEngine, load_labels
+
+    settings, client, _ = served
+    policy_file = settings.escalation_policy_file
+    policy_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "data/serving/escalation_policy.json", policy_file)
+    try:
+        engine = AnswerEngine(settings, load_labels(settings), k=4, max_new_tokens=200)
+        assert engine.policy is not None
+        ticket = "Honestly the returns portal keeps breaking. One more time and we cancel Parcelwise."
+        requests = [{"ticket": ticket, "customer_id": "C1016"}, {"ticket": ticket, "customer_id": "C1001"}]
+        scale = engine.prepare(client, requests[0])
+        assert scale.account["plan"] == "Scale" and scale.account["customer_id"] == "C1016"
+        assert engine.prepare(client, {"ticket": ticket}).account is None  # no customer, no account
+        scale_result, growth_result = engine.answer_many(client, requests)
+        assert scale_result.answer["escalation"]["level"] == "account_manager"
+        assert scale_result.answer["escalation"]["reason"].startswith("Rule 3")
+        assert scale_result.decided["escalation_level"] == "account_manager"  # what the evaluation scores
+        assert growth_result.answer["escalation"]["level"] != "account_manager"
+        assert growth_result.answer["escalation"]["reason"].startswith(("Rule 4", "Rule 5", "Rule 6"))
+        _assert_well_formed(scale_result, engine.labels)
+    finally:
+        policy_file.unlink()
