@@ -238,8 +238,11 @@ class DecisionGate:
 
     def __init__(self, tokenizer, rule: DecisionRule | None = None, levels: tuple[str, ...] = (),
                  hidden: LastHiddenState | None = None, keep_features: bool = False,
-                 similarities: Sequence[float | None] | None = None):
+                 similarities: Sequence[float | None] | None = None, forced: Sequence[str | None] | None = None):
         rule = rule or DecisionRule()
+        # per row: a decision serving already took for it (e.g. "clarify", ``serving/clarity.py``), written
+        # whatever the distribution says, when the grammar allows it; None: the gate decides
+        self.forced = list(forced) if forced is not None else []
         # per row: the best passage's similarity to the ticket (None: unknown, the evidence is not used)
         self.similarities = list(similarities) if similarities is not None else None
         if (rule.probe is not None or rule.level_probe is not None or keep_features) and hidden is None:
@@ -327,6 +330,11 @@ class DecisionGate:
             mass = f.evidence.reweigh(mass, similarity)
         self.distributions[f.name][row] = mass
         self._chosen[row] = f.choose(mass, evidenced=similarity is not None)
+        if self._forces(row, f) and self.token_distributions[f.name][row].get(self.forced[row], 0.0) > 0.0:
+            self._chosen[row] = self.forced[row]
+
+    def _forces(self, row: int, f: _Field) -> bool:
+        return f.name == DECISION and row < len(self.forced) and self.forced[row] is not None
 
     def __call__(self, input_ids, scores):
         rows = input_ids.shape[0]
@@ -344,7 +352,7 @@ class DecisionGate:
             if self._state[row] == "open" and self._chosen[row] is None:
                 self._decide(row, f, scores[row], allowed)
             chosen = self._chosen[row]
-            if not f.enforced or chosen is None:
+            if not (f.enforced or self._forces(row, f)) or chosen is None:
                 continue
             if self._state[row] == "open":
                 banned = [t for t in allowed if (values := consistent(self._piece(t), f.values)) and chosen not in values]

@@ -139,7 +139,8 @@ class Decoder:
     def generate(self, model, conversations: list[list[dict]], citable: list[tuple[str, ...]],
                  base_only: bool = False, rule: DecisionRule | None = None,
                  stop: Callable[[], bool] | None = None, step_times: list[float] | None = None,
-                 keep_features: bool = False, similarities: list[float | None] | None = None) -> list[Generation]:
+                 keep_features: bool = False, similarities: list[float | None] | None = None,
+                 decisions: list[str | None] | None = None) -> list[Generation]:
         """One batch. ``base_only`` decodes a PEFT model with its adapters disabled (the base model);
         ``rule``: the adapter's calibrated decisions (``models/decision.DecisionRule``: the answer
         threshold and the probes; None = greedy's own);
@@ -149,7 +150,8 @@ class Decoder:
         includes the prompt's prefill): for benchmarks of the per-token cost. ``keep_features``: return
         each row's hidden states at the decision and the level (to fit probes on). ``similarities``: per
         row, the best passage's cosine similarity to the ticket, which the rule's retrieval evidence
-        reads (``models/decision.RetrievalEvidence``)."""
+        reads (``models/decision.RetrievalEvidence``). ``decisions``: per row, a decision already taken
+        (None: the gate's own), which the row then writes (``DecisionGate``'s ``forced``)."""
         import torch
 
         if len(conversations) != len(citable):
@@ -163,8 +165,8 @@ class Decoder:
         rule = rule or DecisionRule()
         probed = rule.probe is not None or rule.level_probe is not None
         hidden = LastHiddenState() if self.constrained and (probed or keep_features) else None
-        gate = DecisionGate(tokenizer, rule, self.labels.escalation_levels, hidden, keep_features, similarities) \
-            if self.constrained else None
+        gate = DecisionGate(tokenizer, rule, self.labels.escalation_levels, hidden, keep_features, similarities,
+                            decisions) if self.constrained else None
         cites = AnswerCites(tokenizer) if self.constrained else None
         budget = ReplyBudget(tokenizer, self.max_new_tokens, self.reply_max_sentences,
                              signature=self._signature, max_chars=self._reply_max_chars) \

@@ -25,8 +25,9 @@ from hybrid_assets.models.figures import check_figures, label_names, still_groun
 from hybrid_assets.models.generation import Decoder, Generation
 from hybrid_assets.policy import EscalationPolicy, Facts
 from hybrid_assets.prompting import build_messages, sign_off
-from hybrid_assets.schema import ANSWER, LabelSpace, dump_answer, not_answerable_answer, parse_answer
+from hybrid_assets.schema import ANSWER, CLARIFY, LabelSpace, dump_answer, not_answerable_answer, parse_answer
 from hybrid_assets.scoring import decisions_of
+from hybrid_assets.serving.clarity import unresolved_reference
 from hybrid_assets.serving.retrieval import Retrieved, retrieve
 from hybrid_assets.settings import Settings, apply_offline_env
 from hybrid_assets.store.collections import knowledge_collection_name
@@ -44,6 +45,9 @@ class Prepared:
     customer_text: str = ""
     account: dict | None = None
     as_of: date | None = None
+    # A decision taken before generation, which the model then writes: "clarify" for a first message
+    # that refers to something it never names (``serving/clarity.py``); None: the model decides.
+    decision: str | None = None
 
 
 @dataclass
@@ -238,12 +242,14 @@ class AnswerEngine:
     # -- answering ---------------------------------------------------------------------------
     def generate(self, conversations: list[list[dict]], citable: list[tuple[str, ...]],
                  stop: Callable[[], bool] | None = None,
-                 similarities: list[float | None] | None = None) -> list[Generation]:
+                 similarities: list[float | None] | None = None,
+                 decisions: list[str | None] | None = None) -> list[Generation]:
         """One batch through the shared decoding path (``models/generation.py``), with the promoted
         adapter, or the base model when none is promoted. ``similarities``: each row's best retrieved
-        passage's similarity to its ticket (what the adapter's retrieval evidence reads)."""
+        passage's similarity to its ticket (what the adapter's retrieval evidence reads); ``decisions``:
+        each row's decision taken before generation (None: the model's)."""
         return self._decoder.generate(self._model, conversations, citable, base_only=self._adapter_version is None,
-                                      rule=self._decision, stop=stop, similarities=similarities)
+                                      rule=self._decision, stop=stop, similarities=similarities, decisions=decisions)
 
     @property
     def answer_threshold(self) -> float | None:
@@ -293,7 +299,8 @@ class AnswerEngine:
         # The account record is knowledge: read with retrieval, like the customer's tenant chunks.
         account = account_record(client, self.settings, request["customer_id"]) \
             if self.policy is not None and live and request.get("customer_id") else None
-        return Prepared(context, conversation, given, customer_text, account, request.get("as_of"))
+        decision = CLARIFY if unresolved_reference(request["ticket"], request.get("history")) else None
+        return Prepared(context, conversation, given, customer_text, account, request.get("as_of"), decision)
 
     def answer_prepared(self, prepared: list[Prepared], stop: Callable[[], bool] | None = None) -> list[AnswerResult]:
         """One batch of prepared requests, each with its own grammar (its citable ids) and its own result:
@@ -307,7 +314,7 @@ class AnswerEngine:
     def _generate_batch(self, prepared: list[Prepared], stop: Callable[[], bool] | None = None) -> list[AnswerResult]:
         started = time.perf_counter()
         generated = self.generate([p.conversation for p in prepared], [tuple(p.retrieved.hits) for p in prepared],
-                                  stop, [p.retrieved.top_similarity for p in prepared])
+                                  stop, [p.retrieved.top_similarity for p in prepared], [p.decision for p in prepared])
         seconds = (time.perf_counter() - started) / len(generated)  # per answer, amortised
         return [self._finish(generation, p, seconds, self._adapter_version)
                 for p, generation in zip(prepared, generated)]

@@ -87,6 +87,12 @@ def test_the_gate_reads_the_models_distribution_and_enforces_the_threshold():
     assert forced.decided["decision"] == max(("clarify", "not_answerable"), key=dist.get)
     allowed = decoder.generate(model, [conversation], [("S1",)], rule=DecisionRule(0.0))[0]
     assert allowed.decided["decision"] == "answer"
+    # A decision taken before generation (serving/clarity.py) is written for its row only, whatever the
+    # rule would choose; the other row of the batch keeps the rule's.
+    rows = decoder.generate(model, [conversation, conversation], [("S1",), ("S1",)], rule=DecisionRule(0.0),
+                            decisions=["clarify", None])
+    assert [row.decided["decision"] for row in rows] == ["clarify", "answer"]
+    assert rows[0].decision_probabilities["answer"] > 0  # the model's own distribution is still recorded
 
     # A probe that puts (almost) everything on "not_answerable" overrides the tokens, whatever they
     # prefer; the features kept are the model's hidden state (its width), where the decision was taken.

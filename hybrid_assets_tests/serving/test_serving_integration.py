@@ -371,5 +371,11 @@ def test_the_escalation_policy_routes_by_the_account_record_stored_in_weaviate(s
         assert growth_result.answer["escalation"]["level"] != "account_manager"
         assert growth_result.answer["escalation"]["reason"].startswith(("Rule 4", "Rule 5", "Rule 6"))
         _assert_well_formed(scale_result, engine.labels)
+        # A first message about something it never names gets a clarifying question (serving/clarity.py),
+        # cites nothing, and escalates nowhere yet (rule 5: asking comes first).
+        unclear = engine.answer(client, "It's not working again.", "C1004")
+        assert unclear.answer["decision"] == "clarify" and unclear.answer["citations"] == []
+        assert unclear.answer["escalation"]["level"] == "none"
+        _assert_well_formed(unclear, engine.labels)
     finally:
         policy_file.unlink()
