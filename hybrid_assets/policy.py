@@ -18,8 +18,10 @@ A CONDITION is an object whose keys must all hold (an omitted ``when`` always ho
 
     "ticket": [regex, ...]          the ticket (or an earlier customer turn) matches one (case-insensitive)
     "not_ticket": [regex, ...]      ... matches none
-    "cited": [regex, ...]           a passage the answer cites matches one
-    "retrieved": [regex, ...]       a passage retrieved for the request matches one
+    "cited": [regex, ...]           the document of a passage the answer cites matches one
+    "retrieved": [regex, ...]       the document of a passage retrieved for the request matches one
+    "best_retrieved": [regex, ...]  the document of the retrieved passage most similar to the ticket
+                                    matches one (the ticket "matches" that document: a known issue, say)
     "account": {field: [values]}    the customer's account record has one of the values in that field
     "renewal_within_days": N        the account renews within N days of the request's date
     "sentiment": [values]           the model's reading of the customer's sentiment
@@ -42,9 +44,9 @@ from pathlib import Path
 
 from hybrid_assets.schema import LabelSpace
 
-_LIST_KEYS = ("ticket", "not_ticket", "cited", "retrieved", "sentiment", "decision")
+_LIST_KEYS = ("ticket", "not_ticket", "cited", "retrieved", "best_retrieved", "sentiment", "decision")
 _KEYS = frozenset({*_LIST_KEYS, "account", "renewal_within_days", "model_level", "any", "all"})
-_PATTERN_KEYS = ("ticket", "not_ticket", "cited", "retrieved")
+_PATTERN_KEYS = ("ticket", "not_ticket", "cited", "retrieved", "best_retrieved")
 
 
 class PolicyError(ValueError):
@@ -59,8 +61,12 @@ class Facts:
     decision: str | None = None
     model_level: str | None = None
     account: Mapping[str, object] | None = None  # the customer's account record (None: no customer / not read)
-    cited: Sequence[str] = ()  # texts of the passages the answer cites
-    retrieved: Sequence[str] = ()  # texts of every passage retrieved for the request
+    # Texts of the documents of the passages the answer cites / of every retrieved passage / of the one
+    # most similar to the ticket (a document's status may be in another chunk than the one retrieved;
+    # serving passes whole documents where it can read them, else the passages themselves).
+    cited: Sequence[str] = ()
+    retrieved: Sequence[str] = ()
+    best_retrieved: str | None = None
     as_of: date | None = None  # the request's date (renewals are counted from it); None: today
 
 
@@ -201,6 +207,8 @@ def _holds(condition: Mapping, facts: Facts, level: str) -> bool:
     if "cited" in condition and not any(condition["cited"].search(text) for text in facts.cited):
         return False
     if "retrieved" in condition and not any(condition["retrieved"].search(text) for text in facts.retrieved):
+        return False
+    if "best_retrieved" in condition and not (facts.best_retrieved and condition["best_retrieved"].search(facts.best_retrieved)):
         return False
     if "sentiment" in condition and facts.sentiment not in condition["sentiment"]:
         return False

@@ -73,6 +73,19 @@ def test_an_ongoing_incident_counts_only_from_a_known_issue_not_from_the_account
                                retrieved=[account])).level == "none"
 
 
+def test_a_ticket_whose_best_match_is_a_known_issue_under_investigation_is_rule_2():
+    """The policy's example B: the ticket matches KI-107 (its best retrieved passage is from that known
+    issue, whose document says "investigating — ongoing incident"), whatever the answer cites."""
+    policy = shipped()
+    ki107 = "KI-107 — Symptom: batches above 300 FedEx labels time out.\nKI-107 — Status: investigating — ongoing incident."
+    fixed = "KI-102 — Zebra labels cut off.\nKI-102 — Status: Fixed in Parcelwise Print Agent 3.4."
+    ticket = "We tried to buy 400 FedEx labels in one batch and it keeps timing out."
+    assert policy.decide(Facts(ticket, "negative", "answer", best_retrieved=ki107, account=SCALE_SOON,
+                               as_of=AS_OF)).level == "engineering_oncall"  # rule 2 before rule 3
+    assert policy.decide(Facts(ticket, "negative", "answer", best_retrieved=fixed, retrieved=[ki107],
+                               account=SCALE_SOON, as_of=AS_OF)).level == "account_manager"
+
+
 def test_monthly_renewals_roll_forward_and_annual_ones_do_not():
     assert days_until_renewal({"renewal_date": "2026-12-05", "billing_cycle": "annual"}, AS_OF) == 11
     assert days_until_renewal({"renewal_date": "2026-11-01", "billing_cycle": "annual"}, AS_OF) == -23

@@ -27,6 +27,7 @@ from hybrid_assets.store.collections import (
     SearchHit,
     accounts_collection_name,
     document_chunks_of,
+    documents_chunks_of,
     ensure_collection,
     hybrid_search,
     knowledge_collection_name,
@@ -301,6 +302,17 @@ def account_record(client, settings: Settings, customer_id: str) -> dict[str, st
         collection, f"account:{customer_id}", tenant=customer_id))
     overview = next((chunk for chunk in chunks if chunk.section == OVERVIEW_SECTION), None)
     return overview_fields(overview.text) if overview else None
+
+
+def document_texts(client, settings: Settings, doc_ids) -> dict[str, str]:
+    """The whole stored text of shared documents (their chunks in reading order, each as "title — section:
+    text"), one query for all: what a document says as a whole (a known issue's status is in its first
+    section, the chunk a search returns is often another one)."""
+    name = knowledge_collection_name(settings.embedding_model)
+    chunks = _search_if_present(client, name, lambda: documents_chunks_of(
+        _for_reads(settings, client.collections.get(name)), doc_ids))
+    return {doc_id: "\n".join(f"{c.title} — {c.section}: {c.text}" for c in doc_chunks)
+            for doc_id, doc_chunks in (chunks or {}).items() if doc_chunks}
 
 
 def activate_customer(client, settings: Settings, customer_id: str) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from hybrid_assets.behaviour.calibration import decision_rule_of
 from hybrid_assets.behaviour.registry import AdapterRegistry, read_lineage
 from hybrid_assets.behaviour.release import install_release
-from hybrid_assets.knowledge.pipeline import account_record
+from hybrid_assets.knowledge.pipeline import account_record, document_texts
 from hybrid_assets.models.attribution import attribute
 from hybrid_assets.models.base_model import load_for_inference
 from hybrid_assets.models.decision import DecisionRule
@@ -44,6 +44,7 @@ class Prepared:
     # and the request's date (None: today).
     customer_text: str = ""
     account: dict | None = None
+    documents: dict = field(default_factory=dict)  # short id -> its whole document's text (shared hits)
     as_of: date | None = None
     # A decision taken before generation, which the model then writes: "clarify" for a first message
     # that refers to something it never names (``serving/clarity.py``); None: the model decides.
@@ -296,11 +297,16 @@ class AnswerEngine:
                  *(turn["content"] for turn in request.get("history") or ()))
         customer_text = "\n".join([*(turn["content"] for turn in request.get("history") or ()
                                       if turn.get("role") == "user"), request["ticket"]])
-        # The account record is knowledge: read with retrieval, like the customer's tenant chunks.
+        # The account record and the retrieved passages' whole documents are knowledge: read with retrieval.
         account = account_record(client, self.settings, request["customer_id"]) \
             if self.policy is not None and live and request.get("customer_id") else None
+        documents = {}
+        if self.policy is not None and live:
+            shared = {short_id: hit.doc_id for short_id, hit in context.hits.items() if not hit.tenant}
+            texts = document_texts(client, self.settings, shared.values()) if shared else {}
+            documents = {short_id: texts[doc_id] for short_id, doc_id in shared.items() if doc_id in texts}
         decision = CLARIFY if unresolved_reference(request["ticket"], request.get("history")) else None
-        return Prepared(context, conversation, given, customer_text, account, request.get("as_of"), decision)
+        return Prepared(context, conversation, given, customer_text, account, documents, request.get("as_of"), decision)
 
     def answer_prepared(self, prepared: list[Prepared], stop: Callable[[], bool] | None = None) -> list[AnswerResult]:
         """One batch of prepared requests, each with its own grammar (its citable ids) and its own result:
@@ -382,13 +388,16 @@ def load_policy(settings: Settings, labels: LabelSpace) -> EscalationPolicy | No
 def escalate_by_policy(policy: EscalationPolicy, answer: dict, prepared: Prepared) -> tuple[dict, str | None]:
     """The answer with the level and reason the policy's first matching rule gives; the rule's id when
     that changed the model's level (None when the model's level stood)."""
-    passages = {p.short_id: p.text for p in prepared.retrieved.passages}
+    texts = {p.short_id: prepared.documents.get(p.short_id, p.text) for p in prepared.retrieved.passages}
+    similar = [(hit.similarity, short_id) for short_id, hit in prepared.retrieved.hits.items()
+               if hit.similarity is not None and short_id in texts]
     model_level = answer["escalation"]["level"]
     decided = policy.decide(Facts(
         ticket=prepared.customer_text,
         sentiment=answer["sentiment"], decision=answer["decision"], model_level=model_level,
-        account=prepared.account, cited=[passages[c] for c in answer["citations"] if c in passages],
-        retrieved=list(passages.values()), as_of=prepared.as_of))
+        account=prepared.account, cited=[texts[c] for c in answer["citations"] if c in texts],
+        retrieved=list(texts.values()), best_retrieved=texts[max(similar)[1]] if similar else None,
+        as_of=prepared.as_of))
     if not decided.rule:
         return answer, None
     answer = {**answer, "escalation": {"level": decided.level, "reason": decided.reason[:200]}}

@@ -166,6 +166,22 @@ def document_chunks_of(collection, doc_id: str, tenant: str | None = None, limit
     return sorted(chunks, key=lambda chunk: (chunk.position, chunk.chunk_id))
 
 
+def documents_chunks_of(collection, doc_ids, limit: int = 2000) -> dict[str, list[StoredChunk]]:
+    """Every stored chunk of several documents in one query (doc id -> chunks in reading order)."""
+    from weaviate.classes.query import Filter
+
+    doc_ids = sorted(set(doc_ids))
+    if not doc_ids:
+        return {}
+    result = collection.query.fetch_objects(filters=Filter.by_property("doc_id").contains_any(doc_ids), limit=limit)
+    found: dict[str, list[StoredChunk]] = {doc_id: [] for doc_id in doc_ids}
+    for obj in result.objects:
+        found.setdefault(obj.properties["doc_id"], []).append(StoredChunk(
+            str(obj.uuid), obj.properties["doc_id"], obj.properties.get("title") or "",
+            obj.properties.get("section") or "", obj.properties.get("text") or "", int(obj.properties.get("position") or 0)))
+    return {doc_id: sorted(chunks, key=lambda chunk: (chunk.position, chunk.chunk_id)) for doc_id, chunks in found.items()}
+
+
 def tenant_object_counts(collection) -> dict[str, int]:
     """Objects per tenant of a multi-tenant collection."""
     return {name: collection.with_tenant(name).aggregate.over_all(total_count=True).total_count

@@ -364,7 +364,14 @@ def test_the_escalation_policy_routes_by_the_account_record_stored_in_weaviate(s
         scale = engine.prepare(client, requests[0])
         assert scale.account["plan"] == "Scale" and scale.account["customer_id"] == "C1016"
         assert engine.prepare(client, {"ticket": ticket}).account is None  # no customer, no account
-        scale_result, growth_result = engine.answer_many(client, requests)
+        # The policy reads a retrieved passage's whole document: KI-107's status is in its first section,
+        # whichever of its chunks the search returns.
+        fedex = engine.prepare(client, {"ticket": "Our FedEx batch of 400 labels keeps timing out.", "customer_id": "C1002"})
+        ki107 = [short_id for short_id, hit in fedex.retrieved.hits.items() if hit.doc_id.startswith("known_issues/ki-107")]
+        assert ki107 and all("investigating — ongoing incident" in fedex.documents[short_id] for short_id in ki107)
+        scale_result, growth_result, fedex_result = engine.answer_many(
+            client, [*requests, {"ticket": "Our FedEx batch of 400 labels keeps timing out.", "customer_id": "C1002"}])
+        assert fedex_result.answer["escalation"]["level"] == "engineering_oncall"  # rule 2 before rule 3
         assert scale_result.answer["escalation"]["level"] == "account_manager"
         assert scale_result.answer["escalation"]["reason"].startswith("Rule 3")
         assert scale_result.decided["escalation_level"] == "account_manager"  # what the evaluation scores
