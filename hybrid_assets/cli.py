@@ -17,6 +17,7 @@ from hybrid_assets.behaviour.train import PROFILES, TrainConfig, profile_config
 from hybrid_assets.evaluation.compare import bar_chart, markdown_table, write_report
 from hybrid_assets.evaluation.datasets import DatasetFormatError
 from hybrid_assets.evaluation.runner import DEFAULT_SAMPLE_LIMIT, evaluate_dataset, evaluate_sample
+from hybrid_assets.evaluation.served_check import check_decision_as_served
 from hybrid_assets.knowledge.indexing import IndexingError
 from hybrid_assets.knowledge.pipeline import UnknownCustomer, ingest_knowledge
 from hybrid_assets.knowledge.pipeline import search as run_search
@@ -294,11 +295,26 @@ def train(eval_limit, profile, promote, export_release, **knobs) -> None:
               default=None, help="The adapter folder to recalibrate (default: the shipped adapters/release/).")
 @click.option("--eval-limit", type=int, default=DEFAULT_EVAL_LIMIT, show_default=True,
               help="Held-out records the recalibrated decision is measured on (the gate's subset).")
-def calibrate(adapter_dir, eval_limit) -> None:
+@click.option("--as-served", is_flag=True,
+              help="Only check the adapter's decision rule as served: its dev tickets through live retrieval "
+                   "(Weaviate with the knowledge ingested), greedy vs its threshold vs its retrieval evidence; "
+                   "the best by dev macro F1 is kept in its lineage.")
+def calibrate(adapter_dir, eval_limit, as_served) -> None:
     """Choose an adapter's decision calibration again on its dev split (threshold and retrieval
     evidence), measure it on the gate's eval records, and write both into its lineage.json."""
     settings = load_settings()
     adapter_dir = adapter_dir or settings.release_adapter_dir or RELEASE_DIR
+    if as_served:
+        try:
+            with open_client(settings) as client:
+                figures = check_decision_as_served(settings, client, adapter_dir, write=True, progress=click.echo)
+        except ValueError as exc:
+            _fail(str(exc))
+        for name, score in figures["dev_macro_f1_as_served"].items():
+            click.echo(f"{name:>20}: dev macro F1 as served {score:.3f}")
+        click.echo(f"kept: {figures['chosen']} (in use before: {figures['in_use_before']}); "
+                   f"written to {Path(adapter_dir) / 'lineage.json'}")
+        return
     try:
         result = recalibrate(settings, adapter_dir, eval_limit=eval_limit)
     except ValueError as exc:

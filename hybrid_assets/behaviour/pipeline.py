@@ -145,16 +145,11 @@ def train_candidate(
                             champion.version_id if champion else None, calibration)
 
 
-def recalibrate(settings: Settings, adapter_dir: Path, *, eval_limit: int = DEFAULT_EVAL_LIMIT,
-                data_dir: Path | None = None) -> dict:
-    """Choose a trained adapter's decision calibration again (threshold and retrieval evidence, on the
-    dev split of the data and split its lineage names), measure it on the gate's eval records, and
-    write both into the adapter folder's lineage (``metrics.decision_calibration``; the earlier one
-    kept under ``metrics.decision_calibration_before``, the new figures under
-    ``metrics.adapter_recalibrated``). Weights, data version and training metrics are untouched.
-    Refuses an adapter whose lineage names other behaviour data (its dev split would not be held out)."""
-    adapter_dir = Path(adapter_dir)
-    lineage = read_lineage(adapter_dir)
+def lineage_split(settings: Settings, adapter_dir: Path, data_dir: Path | None = None):
+    """(lineage, labels, split) of a trained adapter: the behaviour data split as its training split it
+    (fractions from its lineage), so its dev split is the one held out from it. Refuses an adapter whose
+    lineage names other behaviour data (its dev split would not be held out)."""
+    lineage = read_lineage(Path(adapter_dir))
     if not lineage or "metrics" not in lineage:
         raise ValueError(f"{adapter_dir}: no lineage.json with metrics: nothing says which split is held out")
     data_dir = Path(data_dir or settings.behaviour_dir)
@@ -167,6 +162,19 @@ def recalibrate(settings: Settings, adapter_dir: Path, *, eval_limit: int = DEFA
     defaults = TrainConfig()  # a lineage from before these fields were recorded used the defaults
     split = split_records(data.records, config.get("eval_fraction", defaults.eval_fraction),
                           config.get("dev_fraction", defaults.dev_fraction))
+    return lineage, labels, split
+
+
+def recalibrate(settings: Settings, adapter_dir: Path, *, eval_limit: int = DEFAULT_EVAL_LIMIT,
+                data_dir: Path | None = None) -> dict:
+    """Choose a trained adapter's decision calibration again (threshold and retrieval evidence, on the
+    dev split of the data and split its lineage names), measure it on the gate's eval records, and
+    write both into the adapter folder's lineage (``metrics.decision_calibration``; the earlier one
+    kept under ``metrics.decision_calibration_before``, the new figures under
+    ``metrics.adapter_recalibrated``). Weights, data version and training metrics are untouched.
+    Refuses an adapter whose lineage names other behaviour data (its dev split would not be held out)."""
+    adapter_dir = Path(adapter_dir)
+    lineage, labels, split = lineage_split(settings, adapter_dir, data_dir)
     base_model = lineage.get("base_model") or settings.base_model
     loaded = load_model(base_model, adapter_dir, settings)
     calibrated = calibrate(*loaded, split.dev, labels, settings.answer_no_repeat_ngram,

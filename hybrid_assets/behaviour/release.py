@@ -26,6 +26,7 @@ from hybrid_assets.behaviour.registry import (
     AdapterVersion,
     RegistryError,
     read_lineage,
+    write_lineage,
 )
 from hybrid_assets.models.decision import PROBE_FILE
 from hybrid_assets.settings import PROJECT_ROOT, Settings
@@ -64,7 +65,13 @@ def install_release(settings: Settings, promote_if_none: bool = True) -> Adapter
     if not isinstance(version_id, str):
         raise RegistryError(f"{Path(release_dir) / LINEAGE_FILE}: lineage has no version_id")
     registry = AdapterRegistry(settings.adapters_dir)
-    if not (registry.versions_dir / version_id).is_dir():
+    installed = registry.versions_dir / version_id
+    if installed.is_dir() and read_lineage(installed) != lineage and _same_weights(release_dir, installed):
+        # The same weights recalibrated since they were installed (``hybrid-assets calibrate``): the
+        # decision rule serving reads is the lineage's, so the installed copy takes the shipped lineage.
+        write_lineage(installed, lineage)
+        log.info("release adapter %s: installed lineage refreshed from %s (recalibrated)", version_id, release_dir)
+    if not installed.is_dir():
         # Copy beside the target, then one rename: a reader never sees a half-copied version.
         registry.versions_dir.mkdir(parents=True, exist_ok=True)
         partial = registry.versions_dir / f".{version_id}.{uuid.uuid4().hex[:8]}.partial"
@@ -81,6 +88,11 @@ def install_release(settings: Settings, promote_if_none: bool = True) -> Adapter
         registry.promote(version_id)
         log.info("promoted the release adapter %s (no adapter was promoted)", version_id)
     return version
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    return all((Path(a) / name).read_bytes() == (Path(b) / name).read_bytes() for name in REQUIRED_ADAPTER_FILES
+               if name != LINEAGE_FILE)
 
 
 def export_release(version: AdapterVersion, release_dir: Path = RELEASE_DIR) -> Path:

@@ -69,6 +69,10 @@ class AnswerResult:
     complete: bool = True  # False when the token budget cut the answer
     prompt_tokens: int = 0
     text: str = ""  # what the model generated (before the grounding checks)
+    # The decision gate's distribution over the decision values (``Generation.decision_probabilities``:
+    # the one the rule chose by) and the best retrieved passage's similarity: what a decision is read from.
+    decision_probabilities: dict | None = None
+    top_similarity: float | None = None
     queue_ms: float | None = None  # time waiting for a batch (set by the API's scheduler)
 
     def to_dict(self) -> dict:
@@ -176,7 +180,8 @@ class AnswerEngine:
     """Thread-safe; one generation (one batch) at a time. Concurrent API requests are batched by
     ``serving/batcher.py`` before they get here."""
     def __init__(self, settings: Settings, labels: LabelSpace, k: int = 4, max_new_tokens: int = 512,
-                 use_adapter: bool = True, adapter_dir: Path | None = None):
+                 use_adapter: bool = True, adapter_dir: Path | None = None,
+                 decision_rule: DecisionRule | None = None):
         self.settings = settings
         self.labels = labels
         self.k = k
@@ -189,6 +194,9 @@ class AnswerEngine:
         self._decoder = None
         self._adapter_version: str | None = None
         self._decision = DecisionRule()  # the active adapter's calibrated decisions (threshold, probes)
+        # A rule that replaces every adapter's own (None: the adapter's lineage decides): what checking a
+        # calibration as served decodes with (``evaluation/served_check.py``).
+        self.decision_rule = decision_rule
         self.policy = load_policy(settings, labels)
 
     # -- model and adapter ------------------------------------------------------------------
@@ -213,7 +221,8 @@ class AnswerEngine:
             version, path = (current.version_id, current.path) if current else (None, None)
         if version == self._adapter_version:
             return
-        self._decision = decision_rule_of(path, read_lineage(path), version) if path is not None else DecisionRule()
+        self._decision = self.decision_rule or (decision_rule_of(path, read_lineage(path), version)
+                                                if path is not None else DecisionRule())
         if version is None:
             pass  # generate() disables any loaded adapter (LoRA layers stay injected but inactive)
         else:
@@ -367,6 +376,8 @@ class AnswerEngine:
             complete=generation.complete,
             prompt_tokens=generation.prompt_tokens,
             text=generation.text,
+            decision_probabilities=generation.decision_probabilities,
+            top_similarity=retrieved.top_similarity,
             retrieved=[{"id": i, "doc_id": h.doc_id, "chunk_id": h.chunk_id, "tenant": h.tenant,
                         "similarity": round(h.similarity, 4) if h.similarity is not None else None}
                        for i, h in retrieved.hits.items()],

@@ -51,6 +51,26 @@ def test_a_fresh_registry_gets_the_release_installed_and_promoted_once(release_s
     assert not [p for p in registry.versions_dir.iterdir() if p.name.startswith(".")]  # no partial copy left
 
 
+def test_a_recalibrated_release_refreshes_the_installed_lineage_and_never_other_weights(release_settings):
+    """The shipped lineage's decision rule changed since install (``hybrid-assets calibrate``): serving
+    reads the installed copy's lineage, so it is refreshed - but only while the weights are the same."""
+    version = install_release(release_settings)
+    shipped = release_settings.release_adapter_dir / "lineage.json"
+    lineage = json.loads(shipped.read_text())
+    lineage["metrics"]["decision_calibration"] = {"answer_threshold": 0.4, "method": "tokens"}
+    shipped.write_text(json.dumps(lineage), encoding="utf-8")
+    install_release(release_settings)
+    installed = json.loads((version.path / "lineage.json").read_text())
+    assert installed["metrics"]["decision_calibration"] == {"answer_threshold": 0.4, "method": "tokens"}
+    # Other weights under the same version id: the installed version is immutable, its lineage stays.
+    (release_settings.release_adapter_dir / "adapter_model.safetensors").write_bytes(b"other weights")
+    lineage["metrics"]["decision_calibration"] = {"answer_threshold": 0.9, "method": "tokens"}
+    shipped.write_text(json.dumps(lineage), encoding="utf-8")
+    install_release(release_settings)
+    assert json.loads((version.path / "lineage.json").read_text())["metrics"]["decision_calibration"][
+        "answer_threshold"] == 0.4
+
+
 def test_the_release_never_replaces_an_adapter_in_service(release_settings, tmp_path):
     registry = AdapterRegistry(release_settings.adapters_dir)
     other = _release(tmp_path / "other", "0" * 64, "20250101T000000Z-other")
