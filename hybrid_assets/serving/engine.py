@@ -292,8 +292,10 @@ class AnswerEngine:
         return results
 
     def prepare(self, client, request: dict, retrieval: bool = True, context: Retrieved | None = None) -> Prepared:
-        """Retrieval and prompt for one request (``{ticket, customer_id?, history?}``): no model, no lock,
-        so the API runs it in the request's own thread before the request joins a batch."""
+        """Retrieval and prompt for one request (``{ticket, customer_id?, history?, as_of?}``; ``as_of``: the
+        ticket's date, default today), and what the escalation policy and the clarity rule read (the
+        account record, the retrieved passages' whole documents): no model, no lock, so the API runs it
+        in the request's own thread before the request joins a batch."""
         if not request.get("ticket") or not request["ticket"].strip():
             raise ValueError("ticket text is empty")
         live = context is None and retrieval  # the live knowledge, not a given corpus or none at all
