@@ -298,8 +298,10 @@ def train(eval_limit, profile, promote, export_release, **knobs) -> None:
 @click.option("--as-served", is_flag=True,
               help="Only check the adapter's decision rule as served: its dev tickets through live retrieval "
                    "(Weaviate with the knowledge ingested), greedy vs its threshold vs its retrieval evidence; "
-                   "the best by dev macro F1 is kept in its lineage.")
-def calibrate(adapter_dir, eval_limit, as_served) -> None:
+                   "the figures are recorded in its lineage.")
+@click.option("--apply", is_flag=True, help="With --as-served: serve the rule with the best dev macro F1 as served "
+              "(the dev split has no off-topic tickets: see evaluation/served_check.py).")
+def calibrate(adapter_dir, eval_limit, as_served, apply) -> None:
     """Choose an adapter's decision calibration again on its dev split (threshold and retrieval
     evidence), measure it on the gate's eval records, and write both into its lineage.json."""
     settings = load_settings()
@@ -307,13 +309,15 @@ def calibrate(adapter_dir, eval_limit, as_served) -> None:
     if as_served:
         try:
             with open_client(settings) as client:
-                figures = check_decision_as_served(settings, client, adapter_dir, write=True, progress=click.echo)
+                figures = check_decision_as_served(settings, client, adapter_dir, write=True, apply=apply,
+                                                   progress=click.echo)
         except ValueError as exc:
             _fail(str(exc))
         for name, score in figures["dev_macro_f1_as_served"].items():
             click.echo(f"{name:>20}: dev macro F1 as served {score:.3f}")
-        click.echo(f"kept: {figures['chosen']} (in use before: {figures['in_use_before']}); "
-                   f"written to {Path(adapter_dir) / 'lineage.json'}")
+        click.echo(f"best as served: {figures['chosen']} (in use: {figures['in_use_before']}; "
+                   f"{'now served' if apply else 'not applied: --apply serves it'}); "
+                   f"recorded in {Path(adapter_dir) / 'lineage.json'}")
         return
     try:
         result = recalibrate(settings, adapter_dir, eval_limit=eval_limit)

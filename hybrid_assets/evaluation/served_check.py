@@ -14,7 +14,13 @@ lineage's threshold, the threshold with the evidence - is then replayed on those
 is taken before anything that depends on it is written, so the replay is exact) and scored by dev macro
 F1, the calibration's own score. The best one is written into the lineage (``decision_calibration.served_check``;
 the evidence's ``used`` and the threshold follow it), so serving decodes with the rule that decides the
-dev tickets best as served. The reported eval split is never read.
+dev tickets best as served, when asked (``apply``). The reported eval split is never read.
+
+Why applying is a separate step: the dev split holds only on-topic tickets (answerable, or a near miss).
+Off topic - the demo's "ship by drone to Antarctica?" - the best passage's similarity is what declines,
+so a rule chosen without such tickets can lose it: on the release adapter the check chose the threshold,
+and the threshold alone answered the drone ticket with an invented reply that the evidence declines. The
+shipped lineage records the check (``applied: false``) and keeps the evidence.
 """
 
 from __future__ import annotations
@@ -50,11 +56,12 @@ def replay(rows: list[dict], threshold: float | None, evidence: RetrievalEvidenc
     return decisions
 
 
-def check_decision_as_served(settings, client, adapter_dir: Path, *, write: bool = False, as_of=None,
-                             limit: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Answer the adapter's dev tickets as served (greedy), replay the candidate rules, and (``write``)
-    keep the best in its lineage. Returns the figures. ``as_of``: the tickets' date (the policy reads it);
-    ``limit``: the first n dev tickets only (tests)."""
+def check_decision_as_served(settings, client, adapter_dir: Path, *, write: bool = False, apply: bool = False,
+                             as_of=None, limit: int | None = None,
+                             progress: Callable[[str], None] | None = None) -> dict:
+    """Answer the adapter's dev tickets as served (greedy), replay the candidate rules, (``write``) record
+    the figures in its lineage and (``apply``) make the best rule the one served. Returns the figures.
+    ``as_of``: the tickets' date (the policy reads it); ``limit``: the first n dev tickets only (tests)."""
     adapter_dir = Path(adapter_dir)
     lineage, labels, split = lineage_split(settings, adapter_dir)
     records = dev_tickets(split)[:limit]
@@ -84,14 +91,15 @@ def check_decision_as_served(settings, client, adapter_dir: Path, *, write: bool
     in_use = EVIDENCE if raw_evidence.get("used") else THRESHOLD if threshold is not None else GREEDY
     chosen = max(scores, key=lambda name: (scores[name], name == in_use, -order.index(name)))
     figures = {"dev_records": len(rows), "dev_macro_f1_as_served": scores, "in_use_before": in_use, "chosen": chosen,
-               "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if write:
+               "applied": apply, "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if write or apply:
         lineage = read_lineage(adapter_dir)
         entry = lineage["metrics"].setdefault("decision_calibration", {})
         entry["served_check"] = figures
-        if entry.get("evidence"):
-            entry["evidence"]["used"] = chosen == EVIDENCE
-        if chosen == GREEDY and entry.get("answer_threshold") is not None:
-            entry["answer_threshold_unused"] = entry.pop("answer_threshold")
+        if apply:
+            if entry.get("evidence"):
+                entry["evidence"]["used"] = chosen == EVIDENCE
+            if chosen == GREEDY and entry.get("answer_threshold") is not None:
+                entry["answer_threshold_unused"] = entry.pop("answer_threshold")
         write_lineage(adapter_dir, lineage)
     return figures

@@ -34,7 +34,12 @@ def test_the_release_adapters_rule_is_checked_on_its_dev_tickets_as_served(setti
     ingest_knowledge(client, settings)
     adapter = tmp_path / "release"
     shutil.copytree(PROJECT_ROOT / "adapters/release", adapter)
-    figures = check_decision_as_served(settings, client, adapter, write=True, limit=4)
+    before = json.loads((adapter / "lineage.json").read_text())["metrics"]["decision_calibration"]
+    recorded = check_decision_as_served(settings, client, adapter, write=True, limit=4)
+    entry = json.loads((adapter / "lineage.json").read_text())["metrics"]["decision_calibration"]
+    assert entry["served_check"] == recorded and recorded["applied"] is False
+    assert entry["evidence"]["used"] == before["evidence"]["used"]  # recorded, not applied
+    figures = check_decision_as_served(settings, client, adapter, apply=True, limit=4)
     assert figures["dev_records"] == 4
     assert set(figures["dev_macro_f1_as_served"]) == {GREEDY, THRESHOLD, EVIDENCE}
     assert figures["chosen"] in figures["dev_macro_f1_as_served"]
