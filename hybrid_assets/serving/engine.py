@@ -205,6 +205,9 @@ class AnswerEngine:
             return
         apply_offline_env()
 
+        # Once per engine: the shipped release adapter's copy in the registry takes a recalibrated shipped
+        # lineage (same weights only), so an existing installation serves the decision rule shipped now.
+        install_release(self.settings, promote_if_none=False)
         self._model, self._tokenizer = load_for_inference(self.settings.base_model, self.settings)
         self._decoder = Decoder(self._tokenizer, self._model.config.vocab_size, self.labels, self.max_new_tokens,
                                 no_repeat_ngram=self.settings.answer_no_repeat_ngram)
