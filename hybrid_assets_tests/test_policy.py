@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
+from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records, ticket_records
 from hybrid_assets.knowledge.accounts import account_chunks, load_accounts, overview_fields
 from hybrid_assets.policy import EscalationPolicy, Facts, PolicyError, days_until_renewal
 from hybrid_assets.schema import LabelSpace
@@ -155,8 +155,7 @@ def test_the_shipped_policy_routes_the_train_and_dev_tickets_as_their_gold_answe
     split = split_records(data.records, dev_fraction=0.1)
     accounts = {a.customer_id: dict(a.fields) for a in load_accounts(ROOT / "data/knowledge/accounts")}
     policy = shipped()
-    records = [r for r in (*split.train, *split.dev) if r.origin.split(":")[0].endswith(".jsonl")
-               and not r.id.startswith("raft-")]
+    records = ticket_records((*split.train, *split.dev))
     hits = 0
     for record in records:
         texts = {c.id: c.text for c in record.context}

@@ -349,6 +349,12 @@ def split_bucket(record: BehaviourRecord) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def ticket_records(records) -> list[BehaviourRecord]:
+    """The authored and reviewed ticket records (jsonl files): no intent-CSV rows (no context, defaulted
+    answers), no generated RAFT examples. What the evaluation and the decision checks answer."""
+    return [r for r in records if r.origin.split(":")[0].endswith(".jsonl") and not r.id.startswith("raft-")]
+
+
 @dataclass(frozen=True)
 class Split:
     train: tuple[BehaviourRecord, ...]

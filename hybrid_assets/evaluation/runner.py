@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
-from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records
+from hybrid_assets.behaviour.dataset import load_behaviour_data, split_records, ticket_records
 from hybrid_assets.behaviour.pipeline import eval_subset
 from hybrid_assets.behaviour.registry import AdapterRegistry
 from hybrid_assets.behaviour.release import install_release
@@ -46,8 +46,7 @@ def sample_cases(settings: Settings, limit: int = DEFAULT_SAMPLE_LIMIT, data_dir
     Intent-CSV rows (no context, defaulted answers) and generated RAFT examples are left out."""
     data_dir = Path(data_dir or settings.behaviour_dir)
     data = load_behaviour_data(data_dir, LabelSpace.from_file(data_dir / "labels.json"))
-    tickets = [r for r in split_records(data.records).eval
-               if r.origin.split(":")[0].endswith(".jsonl") and not r.id.startswith("raft-")]
+    tickets = ticket_records(split_records(data.records).eval)
     cases = []
     for record in eval_subset(tickets, limit):
         answer = record.answer

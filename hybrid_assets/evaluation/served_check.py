@@ -30,18 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hybrid_assets.behaviour.calibration import macro_f1, threshold_of
+from hybrid_assets.behaviour.dataset import ticket_records
 from hybrid_assets.behaviour.pipeline import lineage_split
 from hybrid_assets.behaviour.registry import read_lineage, write_lineage
 from hybrid_assets.models.decision import EVIDENCE_THRESHOLD, DecisionRule, RetrievalEvidence, choose
 from hybrid_assets.serving.engine import AnswerEngine
 
 GREEDY, THRESHOLD, EVIDENCE = "greedy", "threshold", "threshold+evidence"
-
-
-def dev_tickets(split) -> list:
-    """The dev split's ticket records (as ``runner.sample_cases`` takes the eval split's: no intent rows,
-    no generated RAFT examples)."""
-    return [r for r in split.dev if r.origin.split(":")[0].endswith(".jsonl") and not r.id.startswith("raft-")]
 
 
 def replay(rows: list[dict], threshold: float | None, evidence: RetrievalEvidence | None) -> dict[str, list[str]]:
@@ -64,7 +59,7 @@ def check_decision_as_served(settings, client, adapter_dir: Path, *, write: bool
     ``as_of``: the tickets' date (the policy reads it); ``limit``: the first n dev tickets only (tests)."""
     adapter_dir = Path(adapter_dir)
     lineage, labels, split = lineage_split(settings, adapter_dir)
-    records = dev_tickets(split)[:limit]
+    records = ticket_records(split.dev)[:limit]
     if not records:
         raise ValueError(f"{adapter_dir}: its dev split has no tickets to check the decision on")
     calibration = lineage["metrics"].get("decision_calibration") or {}

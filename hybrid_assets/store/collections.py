@@ -160,9 +160,16 @@ def document_chunks_of(collection, doc_id: str, tenant: str | None = None, limit
 
     target = collection.with_tenant(tenant) if tenant else collection
     result = target.query.fetch_objects(filters=Filter.by_property("doc_id").equal(doc_id), limit=limit)
-    chunks = [StoredChunk(str(obj.uuid), obj.properties["doc_id"], obj.properties.get("title") or "",
-                          obj.properties.get("section") or "", obj.properties.get("text") or "",
-                          int(obj.properties.get("position") or 0)) for obj in result.objects]
+    return _reading_order([_stored_chunk(obj) for obj in result.objects])
+
+
+def _stored_chunk(obj) -> StoredChunk:
+    return StoredChunk(str(obj.uuid), obj.properties["doc_id"], obj.properties.get("title") or "",
+                       obj.properties.get("section") or "", obj.properties.get("text") or "",
+                       int(obj.properties.get("position") or 0))
+
+
+def _reading_order(chunks: list[StoredChunk]) -> list[StoredChunk]:
     return sorted(chunks, key=lambda chunk: (chunk.position, chunk.chunk_id))
 
 
@@ -176,10 +183,9 @@ def documents_chunks_of(collection, doc_ids, limit: int = 2000) -> dict[str, lis
     result = collection.query.fetch_objects(filters=Filter.by_property("doc_id").contains_any(doc_ids), limit=limit)
     found: dict[str, list[StoredChunk]] = {doc_id: [] for doc_id in doc_ids}
     for obj in result.objects:
-        found.setdefault(obj.properties["doc_id"], []).append(StoredChunk(
-            str(obj.uuid), obj.properties["doc_id"], obj.properties.get("title") or "",
-            obj.properties.get("section") or "", obj.properties.get("text") or "", int(obj.properties.get("position") or 0)))
-    return {doc_id: sorted(chunks, key=lambda chunk: (chunk.position, chunk.chunk_id)) for doc_id, chunks in found.items()}
+        chunk = _stored_chunk(obj)
+        found.setdefault(chunk.doc_id, []).append(chunk)
+    return {doc_id: _reading_order(chunks) for doc_id, chunks in found.items()}
 
 
 def tenant_object_counts(collection) -> dict[str, int]:
