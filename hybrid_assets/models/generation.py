@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hybrid_assets.models import batched_greedy
 from hybrid_assets.models.citing import AnswerCites
 from hybrid_assets.models.constrained import GrammarCache, reply_max_chars
 from hybrid_assets.models.decision import LEVEL, DecisionGate, DecisionRule, LastHiddenState
@@ -106,7 +107,7 @@ class Decoder:
     """Greedy, batched (left-padded) generation; one grammar per row (its own citable ids)."""
     def __init__(self, tokenizer, vocab_size: int, labels: LabelSpace, max_new_tokens: int,
                  no_repeat_ngram: int = 0, constrained: bool = True,
-                 reply_max_sentences: int | None = DEFAULT_MAX_SENTENCES):
+                 reply_max_sentences: int | None = DEFAULT_MAX_SENTENCES, ragged_prefill: bool = True):
 
         self.tokenizer = tokenizer
         self.labels = labels
@@ -117,6 +118,8 @@ class Decoder:
         self._signature = sign_off(labels.company)
         self._reply_max_chars = reply_max_chars(labels)  # builds the schema: once, not per batch
         self.grammars = GrammarCache(tokenizer, vocab_size) if constrained else None
+        # False: transformers' own generate() (padded prefill, growing cache), e.g. to compare the two.
+        self.ragged_prefill = ragged_prefill
 
     def processors(self, citable: list[tuple[str, ...]], gate: DecisionGate | None = None,
                    cites: AnswerCites | None = None, budget: ReplyBudget | None = None) -> list:
@@ -130,6 +133,9 @@ class Decoder:
         if budget is not None:  # last: it reads what every other processor left (see models/reply_budget.py)
             processors.append(budget)
         return processors
+
+    def _ragged(self, model) -> bool:
+        return self.ragged_prefill and batched_greedy.supported(model)  # cheap: builds an empty cache
 
     def prepare(self, citable: list[tuple[str, ...]]) -> None:
         """Compile the grammars these rows need (cached), e.g. before timing a generation."""
@@ -174,15 +180,16 @@ class Decoder:
         handle = hidden.attach(model) if hidden is not None else None
         with torch.inference_mode(), (model.disable_adapter() if disable else contextlib.nullcontext()), \
                 _removed_after(handle):
-            output = model.generate(
-                **inputs,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                logits_processor=self.processors(citable, gate, cites, budget),
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                stopping_criteria=[_step_hook(stop, step_times)] if stop is not None or step_times is not None else None,
-            )
+            processors = self.processors(citable, gate, cites, budget)
+            stopping = [_step_hook(stop, step_times)] if stop is not None or step_times is not None else []
+            if self._ragged(model):  # see models/batched_greedy.py: the same greedy search, cheaper batches
+                output = batched_greedy.greedy(model, inputs["input_ids"], inputs["attention_mask"],
+                                               self.max_new_tokens, processors, stopping, tokenizer.pad_token_id,
+                                               tokenizer.eos_token_id, hidden)
+            else:
+                output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                        logits_processor=processors, pad_token_id=tokenizer.pad_token_id,
+                                        eos_token_id=tokenizer.eos_token_id, stopping_criteria=stopping or None)
         results = []
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         rows = output[:, inputs["input_ids"].shape[1]:].tolist()

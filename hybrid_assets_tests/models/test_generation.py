@@ -102,3 +102,24 @@ def test_a_label_space_without_another_level_keeps_none():
     labels = LabelSpace(sentiments=("neutral",), categories=("returns",), escalation_levels=("none",))
     generation = parse_generation(NOT_ANSWERABLE_NONE, 60, labels)
     assert generation.answer["escalation"]["level"] == "none" and generation.adjustments == ()
+
+
+def test_the_ragged_batch_is_used_only_where_it_is_generates_greedy_search():
+    """``models/batched_greedy.py`` reproduces ``generate``'s greedy search for a plain decoder with a
+    neutral generation config; a config that makes ``generate`` add processors of its own (a repetition
+    penalty, say: some Hub models ship one) or layers a static cache cannot hold keep ``generate``."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig, LlamaConfig, MistralConfig
+
+    from hybrid_assets.models import batched_greedy
+
+    small = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=100)
+    plain = SimpleNamespace(config=LlamaConfig(**small), generation_config=GenerationConfig(eos_token_id=2))
+    assert batched_greedy.supported(plain)
+    penalised = SimpleNamespace(config=plain.config,
+                                generation_config=GenerationConfig(eos_token_id=2, repetition_penalty=1.1))
+    assert not batched_greedy.supported(penalised)
+    windowed = SimpleNamespace(config=MistralConfig(sliding_window=16, **small), generation_config=None)
+    assert not batched_greedy.supported(windowed)

@@ -80,6 +80,31 @@ def test_batched_answers_are_identical_to_the_answers_alone(stack):
         parse_answer(json.dumps(many.answer), engine.labels)
 
 
+def test_the_ragged_batch_decodes_token_for_token_as_transformers_generate(stack):
+    """``models/batched_greedy.py`` (each prompt prefilled alone, then one preallocated KV cache for the
+    batch) is ``generate``'s greedy search: the same batch of prompts of different lengths through both
+    paths gives the same tokens and the same decision distributions."""
+    from hybrid_assets.models import batched_greedy
+
+    _, client, engine = stack
+    prepared = [engine.prepare(client, ticket) for ticket in TICKETS]
+    conversations, citable = [p.conversation for p in prepared], [tuple(p.retrieved.hits) for p in prepared]
+    model, decoder = engine.loaded()
+    assert decoder.ragged_prefill and batched_greedy.supported(model)
+    ragged = engine.generate(conversations, citable)
+    decoder.ragged_prefill = False
+    try:
+        padded = engine.generate(conversations, citable)
+    finally:
+        decoder.ragged_prefill = True
+    assert len({g.prompt_tokens for g in ragged}) == len(TICKETS)  # every row padded differently in generate()
+    for one, other in zip(ragged, padded):
+        assert one.text == other.text and one.tokens == other.tokens
+        assert one.prompt_tokens == other.prompt_tokens
+        if other.decision_probabilities is not None:
+            assert one.decision_probabilities == pytest.approx(other.decision_probabilities, abs=1e-4)
+
+
 # -- through the HTTP API -------------------------------------------------------------------------------
 
 @pytest.fixture
