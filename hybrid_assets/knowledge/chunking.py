@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 
 from hybrid_assets.knowledge.parsing import Element
-from hybrid_assets.store.collections import embedding_text_of
 
 CHUNK_NAMESPACE = uuid.UUID("6f1c7d2e-3b8a-5a4e-9c1d-2f7e8a9b0c11")
 CHUNKER_VERSION = "sections-v1"  # bump when chunking changes, so cached chunks are rebuilt
@@ -31,7 +30,8 @@ class Chunk:
     @property
     def embedding_text(self) -> str:
         """What is embedded and BM25-indexed: headings give short chunks their topic."""
-        return embedding_text_of(self.title, self.section, self.text)
+        heading = self.title if self.section in ("", self.title) else f"{self.title} — {self.section}"
+        return f"{heading}\n{self.text}"
 
 
 def chunk_id(doc_id: str, section: str, text: str, tenant: str | None = None) -> str:

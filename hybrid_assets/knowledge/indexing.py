@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from hybrid_assets.knowledge.chunking import Chunk
 from hybrid_assets.models.embedding import Embedder
-from hybrid_assets.store.collections import chunk_object, existing_chunk_ids
+from hybrid_assets.store.collections import existing_chunk_ids
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,13 @@ class SyncReport:
 
 def chunk_properties(chunk: Chunk) -> dict:
     """A chunk as a Weaviate object's properties (the id and vector travel beside them)."""
-    return chunk_object(chunk.doc_id, chunk.title, chunk.section, chunk.text, chunk.position)
+    return {
+        "doc_id": chunk.doc_id,
+        "title": chunk.title,
+        "section": chunk.section,
+        "text": chunk.text,
+        "position": chunk.position,
+    }
 
 
 def plan_sync(

@@ -19,7 +19,7 @@ from hybrid_assets.raft.records import (
     resolve_gold_chunk,
     snapshot_hash,
 )
-from hybrid_assets.store.collections import chunk_object, ensure_collection, hybrid_search
+from hybrid_assets.store.collections import ensure_collection, hybrid_search
 
 COLLECTION_PREFIX = "RaftSnapshot_"
 
@@ -46,7 +46,8 @@ def _load_snapshot_collection(client, name: str, snapshot: Sequence[SnapshotChun
     for start in range(0, len(snapshot), batch_size):
         objects = [
             DataObject(
-                properties=chunk_object(c.doc_id, c.title, c.section, c.text, start + i),
+                properties={"doc_id": c.doc_id, "title": c.title, "section": c.section, "text": c.text,
+                            "position": start + i},
                 uuid=c.chunk_id,
                 vector=v,
             )

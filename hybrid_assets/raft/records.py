@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_assets.schema import ANSWER, response_model
-from hybrid_assets.store.collections import embedding_text_of
 
 SNAPSHOT_FIELDS = ("chunk_id", "doc_id", "title", "section", "text")
 TRIPLE_FIELDS = ("id", "question", "gold_doc", "quote", "answer")
@@ -53,7 +52,8 @@ class SnapshotChunk:
     @property
     def embedding_text(self) -> str:
         """What is embedded and BM25-indexed, as ``knowledge.chunking.Chunk.embedding_text``."""
-        return embedding_text_of(self.title, self.section, self.text)
+        heading = self.title if self.section in ("", self.title) else f"{self.title} — {self.section}"
+        return f"{heading}\n{self.text}"
 
 
 @dataclass(frozen=True)

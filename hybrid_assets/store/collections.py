@@ -9,19 +9,7 @@ from dataclasses import dataclass
 
 from hybrid_assets.models.embedding import model_slug
 
-# BM25 searches one property, ``search_text``: the chunk's headings (weighted) and body (``search_text_of``).
-# Searching the three stored fields (BM25F over text, title and section) cost 3x the latency for the same
-# recall@5 (benchmarks/RESULTS.md, search latency): each searched property is a separate posting-list walk
-# whose results are merged, and the short title / section fields repeat their words in every chunk of a
-# document.
-SEARCH_TEXT = "search_text"
-SEARCHED_PROPERTIES = [SEARCH_TEXT]
-# What collections written before ``search_text`` existed are searched over, until an ingest upgrades
-# them (``ensure_collection``).
-LEGACY_SEARCHED_PROPERTIES = ["text", "title", "section"]
-# In a collection's description: every object of it has ``search_text`` (set when created so, or once
-# ``upgrade_search_text`` has backfilled every object).
-SEARCH_TEXT_MARK = "[bm25: search_text]"
+TEXT_PROPERTIES = ["text", "title", "section"]  # searched by BM25
 # One search returns at most this many chunks: more is never useful as context, and a server refuses
 # limits above its QUERY_MAXIMUM_RESULTS with an error a user should not have to read.
 MAX_SEARCH_K = 100
@@ -48,56 +36,20 @@ class SearchHit:
     similarity: float | None = None  # cosine(query, chunk) on the embeddings: an absolute relevance signal
 
 
-def heading_of(title: str, section: str) -> str:
-    """A chunk's headings: the document title, and the section when it has its own."""
-    return title if section in ("", title) else f"{title} — {section}"
-
-
-def embedding_text_of(title: str, section: str, text: str) -> str:
-    """What a chunk's vector embeds: its headings over its body, so a short chunk keeps its topic."""
-    return f"{heading_of(title, section)}\n{text}"
-
-
-def search_text_of(title: str, section: str, text: str) -> str:
-    """What BM25 searches: the embedded text with its headings HEADING_WEIGHT times, BM25F's field weight
-    written out (a term's frequency counts once per copy), as the separate title and section fields
-    weighed them."""
-    return "\n".join([heading_of(title, section)] * HEADING_WEIGHT + [text])
-
-
-HEADING_WEIGHT = 2
-
-
-def chunk_object(doc_id: str, title: str, section: str, text: str, position: int) -> dict:
-    """A chunk as a Weaviate object's properties (the id and vector travel beside them)."""
-    return {"doc_id": doc_id, "title": title, "section": section, "text": text, "position": position,
-            SEARCH_TEXT: search_text_of(title, section, text)}
-
-
-def _search_text_property():
-    from weaviate.classes.config import DataType, Property, Tokenization
-
-    return Property(name=SEARCH_TEXT, data_type=DataType.TEXT, tokenization=Tokenization.WORD)
-
-
 def _properties():
     from weaviate.classes.config import DataType, Property, Tokenization
 
-    # Only search_text is BM25-indexed; the stored fields are read back, and doc_id is filtered on.
     return [
         Property(name="doc_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD, index_searchable=False),
-        Property(name="title", data_type=DataType.TEXT, tokenization=Tokenization.WORD, index_searchable=False),
-        Property(name="section", data_type=DataType.TEXT, tokenization=Tokenization.WORD, index_searchable=False),
-        Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD, index_searchable=False),
+        Property(name="title", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+        Property(name="section", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+        Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
         Property(name="position", data_type=DataType.INT, index_searchable=False),
-        _search_text_property(),
     ]
 
 
 def ensure_collection(client, name: str, multi_tenant: bool = False, replication_factor: int = 1, shards: int = 1):
-    """Create the collection if missing (idempotent) and return it; a collection written before
-    ``search_text`` existed is upgraded first (``upgrade_search_text``), so every write that follows
-    stores it.
+    """Create the collection if missing (idempotent) and return it.
 
     ``replication_factor`` > 1 (a cluster): every shard lives on that many nodes; asynchronous
     replication repairs a replica that missed writes while it was down, and a delete wins over a
@@ -111,7 +63,7 @@ def ensure_collection(client, name: str, multi_tenant: bool = False, replication
     if not client.collections.exists(name):
         client.collections.create(
             name,
-            description=f"hybrid_assets chunks (bring-your-own vectors) {SEARCH_TEXT_MARK}",
+            description="hybrid_assets chunks (bring-your-own vectors)",
             vector_config=Configure.Vectors.self_provided(
                 vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
             ),
@@ -129,52 +81,7 @@ def ensure_collection(client, name: str, multi_tenant: bool = False, replication
                 else None
             ),
         )
-        return client.collections.get(name)
-    collection = client.collections.get(name)
-    upgrade_search_text(collection)
-    return collection
-
-
-def upgrade_search_text(collection, batch_size: int = 200) -> int:
-    """Give every object of a collection written before ``search_text`` existed its ``search_text``
-    (every tenant's, in a multi-tenant one), then mark the collection. Objects are rewritten with their
-    own ids, properties and vectors (an upsert: nothing is re-embedded, nothing removed); a run cut
-    short leaves the mark unset, so the next ingest runs it again. Returns the objects rewritten (0
-    when the collection was marked already)."""
-    from weaviate.classes.data import DataObject
-
-    config = collection.config.get()
-    if SEARCH_TEXT_MARK in (config.description or ""):
-        return 0
-    if SEARCH_TEXT not in {p.name for p in config.properties}:
-        collection.config.add_property(_search_text_property())
-    multi_tenant = bool(config.multi_tenancy_config and config.multi_tenancy_config.enabled)
-    targets = [collection.with_tenant(name) for name in sorted(collection.tenants.get())] if multi_tenant \
-        else [collection]
-    rewritten = 0
-    for target in targets:
-        batch: list = []
-        for obj in target.iterator(include_vector=True):
-            p = obj.properties
-            vector = obj.vector.get("default") if isinstance(obj.vector, dict) else obj.vector
-            batch.append(DataObject(uuid=obj.uuid, vector=vector, properties=chunk_object(
-                p["doc_id"], p.get("title") or "", p.get("section") or "", p.get("text") or "",
-                int(p.get("position") or 0))))
-            if len(batch) >= batch_size:
-                rewritten += _rewrite(target, batch)
-                batch = []
-        if batch:
-            rewritten += _rewrite(target, batch)
-    collection.config.update(description=f"{(config.description or '').strip()} {SEARCH_TEXT_MARK}".strip())
-    return rewritten
-
-
-def _rewrite(target, batch: list) -> int:
-    result = target.data.insert_many(batch)
-    if result.has_errors:
-        first = next(iter(result.errors.values()))
-        raise RuntimeError(f"upgrading {target.name} to search_text failed: {first.message}")
-    return len(batch)
+    return client.collections.get(name)
 
 
 def with_consistency(collection, level: str, replicated: bool = True):
@@ -201,22 +108,16 @@ def hybrid_search(collection, query: str, vector: list[float], limit: int, alpha
         raise ValueError(f"k must be between 1 and {MAX_SEARCH_K}, got {limit}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 (BM25 only) and 1 (vectors only), got {alpha}")
-    from weaviate.exceptions import WeaviateQueryError
-
     target = collection.with_tenant(tenant) if tenant else collection
-
-    def run(properties):
-        return target.query.hybrid(query=query, vector=vector, alpha=alpha, limit=limit, query_properties=properties,
-                                   return_metadata=MetadataQuery(score=True), include_vector=True)
-
-    try:
-        result = run(SEARCHED_PROPERTIES)
-    except WeaviateQueryError as exc:
-        # A collection no ingest has upgraded yet (``upgrade_search_text``) has no search_text: it is
-        # searched as it was written. Any other error is not ours to hide.
-        if SEARCH_TEXT not in str(exc):
-            raise
-        result = run(LEGACY_SEARCHED_PROPERTIES)
+    result = target.query.hybrid(
+        query=query,
+        vector=vector,
+        alpha=alpha,
+        limit=limit,
+        query_properties=TEXT_PROPERTIES,
+        return_metadata=MetadataQuery(score=True),
+        include_vector=True,
+    )
     return [
         SearchHit(
             chunk_id=str(obj.uuid),
