@@ -86,8 +86,8 @@ def load_run(port: int, clients: int, n_requests: int) -> dict:
             if response.status_code != 200:
                 errors.append(f"{response.status_code}: {response.text[:200]}")
             else:
-                tokens.append(response.json()["generated_tokens"])
                 body = response.json()
+                tokens.append(body["generated_tokens"])
                 # Keyed by what was retrieved too: Weaviate's BM25 scores move when its memtables are flushed
                 # (about a minute after the ingest), so a ticket's passages can change during a run.
                 key = f"{request['ticket']} | {','.join(chunk['chunk_id'] for chunk in body['retrieved'])}"
